@@ -1,0 +1,106 @@
+//! The `tokenwatch` command line (INTERFACE.md).
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+use crate::{client, config::Config};
+
+#[derive(Parser, Debug)]
+#[command(name = "tokenwatch", version, about = "Warns before a compute node loses its IAM token")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the agent (stops on SIGINT/SIGTERM).
+    Run {
+        /// Configuration file (default /etc/tokenwatch/config.toml, optional).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Ask a running agent; print `LEVEL: summary`; exit 0 OK, 1 WARN, 2 CRIT, 3 UNKNOWN.
+    Check {
+        #[arg(long, default_value = client::DEFAULT_URL)]
+        url: String,
+        /// Print the whole status document instead of one line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A table of clients, refresh times, errors and sources; exit 3 if the agent is unreachable.
+    Status {
+        #[arg(long, default_value = client::DEFAULT_URL)]
+        url: String,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Run { config } => run(config),
+        Command::Check { url, json } => runtime(1).block_on(async {
+            match client::fetch_status(&url).await {
+                Ok(s) => {
+                    let (code, line) = client::check_line(&s);
+                    if json {
+                        println!("{s}");
+                    } else {
+                        println!("{line}");
+                    }
+                    ExitCode::from(code)
+                }
+                Err(e) => {
+                    println!("UNKNOWN: {e}");
+                    ExitCode::from(3)
+                }
+            }
+        }),
+        Command::Status { url } => runtime(1).block_on(async {
+            match client::fetch_status(&url).await {
+                Ok(s) => {
+                    print!("{}", client::status_table(&s));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tokenwatch: {e}");
+                    ExitCode::from(3)
+                }
+            }
+        }),
+    }
+}
+
+fn run(config: Option<PathBuf>) -> ExitCode {
+    let cfg = match Config::load(config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tokenwatch: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Multi-thread: the OTLP exporters must never be shut down from a current-thread runtime.
+    match runtime(2).block_on(crate::agent::run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("tokenwatch: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime")
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOKENWATCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

@@ -1,0 +1,325 @@
+//! Configuration (`/etc/tokenwatch/config.toml` or `-c FILE`), per INTERFACE.md.
+//!
+//! Every key is optional; unknown keys are an error naming the key; durations
+//! are written like `90s`, `2m`, `10h`.
+use std::{fmt, path::{Path, PathBuf}, time::Duration};
+
+use serde::{Deserialize, Deserializer};
+
+pub const DEFAULT_PATH: &str = "/etc/tokenwatch/config.toml";
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub token_agent: TokenAgent,
+    pub clients: Clients,
+    pub alert: Alert,
+    pub export: Export,
+    pub http: Http,
+    pub state: State,
+    pub ebpf: Ebpf,
+}
+
+/// Where token-agent lives and what its logs look like.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenAgent {
+    /// token-agent's gRPC Unix socket.
+    pub socket: PathBuf,
+    /// token-agent's access log.
+    pub access_log: PathBuf,
+    /// token-agent's application log.
+    pub app_log: PathBuf,
+    /// Access-log format.
+    pub log_format: LogFormat,
+    /// Field delimiter (`delimited` only).
+    pub delimiter: Option<String>,
+    /// Column names (`delimited` only); `-` skips a column.
+    pub columns: Option<Vec<String>>,
+    /// The gRPC method that hands out tokens.
+    pub method: String,
+    /// Protobuf field number of `expires_at` in the response.
+    pub expires_at_field: u32,
+}
+
+impl Default for TokenAgent {
+    fn default() -> Self {
+        Self {
+            socket: "/var/run/yc/token-agent/socket".into(),
+            access_log: "/var/log/yc/token-agent/access.log".into(),
+            app_log: "/var/log/yc/token-agent/token-agent.log".into(),
+            log_format: LogFormat::Auto,
+            delimiter: None,
+            columns: None,
+            method: "/yandex.cloud.priv.iam.v1.TokenAgent/GetToken".into(),
+            expires_at_field: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Auto,
+    Tskv,
+    Json,
+    Logfmt,
+    Delimited,
+}
+
+/// Which clients are compute-node.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Clients {
+    /// systemd units whose processes are compute-node; other clients are tracked too.
+    pub units: Vec<String>,
+}
+
+impl Default for Clients {
+    fn default() -> Self {
+        Self { units: vec!["yc-compute-node.service".into()] }
+    }
+}
+
+/// The alert's thresholds.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Alert {
+    /// WARN when a refresh is this late after `refresh_at`.
+    #[serde(deserialize_with = "duration")]
+    pub warn_after: Duration,
+    /// CRIT when a refresh is this late after `refresh_at`.
+    #[serde(deserialize_with = "duration")]
+    pub crit_after: Duration,
+    /// `refresh_at = issued_at + refresh_fraction × lifetime`.
+    pub refresh_fraction: f64,
+    /// token-agent errors within this window → WARN.
+    #[serde(deserialize_with = "duration")]
+    pub error_window: Duration,
+    /// Token lifetime assumed when `expires_at` could not be observed.
+    #[serde(deserialize_with = "duration")]
+    pub assumed_lifetime: Duration,
+}
+
+impl Default for Alert {
+    fn default() -> Self {
+        Self {
+            warn_after: Duration::from_secs(120),
+            crit_after: Duration::from_secs(600),
+            refresh_fraction: 0.1,
+            error_window: Duration::from_secs(300),
+            assumed_lifetime: Duration::from_secs(10 * 3600),
+        }
+    }
+}
+
+/// OTLP export.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Export {
+    /// "" → `OTEL_EXPORTER_OTLP_ENDPOINT`; neither → no OTLP.
+    pub otlp_endpoint: String,
+    /// "" → `OTEL_EXPORTER_OTLP_PROTOCOL`, else `http/protobuf`; or `grpc`.
+    pub otlp_protocol: String,
+    /// How often metrics are exported.
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+}
+
+impl Default for Export {
+    fn default() -> Self {
+        Self { otlp_endpoint: String::new(), otlp_protocol: String::new(), interval: Duration::from_secs(10) }
+    }
+}
+
+/// The HTTP endpoints `/metrics`, `/status`, `/healthz`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Http {
+    /// Listen address; "" disables the endpoints.
+    pub listen: String,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:9464".into() }
+    }
+}
+
+/// Where checkpoints and token facts live.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct State {
+    pub dir: PathBuf,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self { dir: "/var/lib/tokenwatch".into() }
+    }
+}
+
+/// The eBPF source.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Ebpf {
+    /// false: logs only.
+    pub enabled: bool,
+    /// true: exit 2 when the probes cannot load; false: report the source as failed and go on.
+    pub required: bool,
+}
+
+impl Default for Ebpf {
+    fn default() -> Self {
+        Self { enabled: true, required: false }
+    }
+}
+
+/// A configuration problem, printed as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("bad config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("bad config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Loads `path`; when `path` is the default and the file does not exist,
+    /// the defaults apply (a host may run with no config at all).
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_PATH), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        Self::parse(&text).map_err(|message| ConfigError::Parse { path: path.clone(), message })?
+            .validated()
+            .map_err(|message| ConfigError::Invalid { path, message })
+    }
+
+    /// Parses TOML text; the error is one line naming the key.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| one_line(&e))
+    }
+
+    /// Checks what serde cannot: ranges and relations between keys.
+    pub fn validated(self) -> Result<Self, String> {
+        let a = &self.alert;
+        if !(a.refresh_fraction > 0.0 && a.refresh_fraction < 1.0) {
+            return Err(format!("alert.refresh_fraction must be in (0, 1), got {}", a.refresh_fraction));
+        }
+        if a.crit_after < a.warn_after {
+            return Err("alert.crit_after must not be shorter than alert.warn_after".into());
+        }
+        if a.assumed_lifetime.is_zero() || a.error_window.is_zero() || self.export.interval.is_zero() {
+            return Err("alert.assumed_lifetime, alert.error_window and export.interval must be > 0".into());
+        }
+        let sock = self.token_agent.socket.as_os_str().len();
+        if sock == 0 || sock >= tokenwatch_common::SUN_PATH_MAX {
+            return Err(format!(
+                "token_agent.socket must be 1..{} bytes long (a sockaddr_un path)",
+                tokenwatch_common::SUN_PATH_MAX - 1
+            ));
+        }
+        match self.export.otlp_protocol.as_str() {
+            "" | "grpc" | "http/protobuf" => {}
+            other => return Err(format!("export.otlp_protocol must be \"grpc\" or \"http/protobuf\", got {other:?}")),
+        }
+        if self.token_agent.log_format == LogFormat::Delimited && self.token_agent.columns.is_none() {
+            return Err("token_agent.columns is required with log_format = \"delimited\"".into());
+        }
+        Ok(self)
+    }
+}
+
+/// toml's errors span several lines with a source excerpt; operators and
+/// `systemctl status` want one.
+fn one_line(e: &toml::de::Error) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => format!("{msg} (at byte {})", span.start),
+        None => msg,
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = Duration;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a duration like \"90s\", \"2m\" or \"10h\"")
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Duration, E> {
+            humantime::parse_duration(s.trim())
+                .map_err(|e| E::custom(format!("bad duration {s:?}: {e} (write it like \"90s\", \"2m\", \"10h\")")))
+        }
+    }
+    d.deserialize_str(V)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_defaults() {
+        let c = Config::parse("").unwrap().validated().unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.alert.warn_after, Duration::from_secs(120));
+        assert_eq!(c.alert.crit_after, Duration::from_secs(600));
+        assert_eq!(c.http.listen, "127.0.0.1:9464");
+        assert_eq!(c.token_agent.socket, PathBuf::from("/var/run/yc/token-agent/socket"));
+        assert!(c.ebpf.enabled && !c.ebpf.required);
+    }
+
+    #[test]
+    fn durations_parse() {
+        let c = Config::parse("[alert]\nwarn_after = \"90s\"\ncrit_after = \"10h\"\nerror_window=\"2m\"").unwrap();
+        assert_eq!(c.alert.warn_after, Duration::from_secs(90));
+        assert_eq!(c.alert.crit_after, Duration::from_secs(36000));
+        assert_eq!(c.alert.error_window, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::parse("[alert]\nwarn_aftr = \"2m\"").unwrap_err();
+        assert!(e.contains("warn_aftr"), "{e}");
+        assert!(!e.contains('\n'));
+        let e = Config::parse("[alerts]\n").unwrap_err();
+        assert!(e.contains("alerts"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_is_explained() {
+        let e = Config::parse("[alert]\nwarn_after = \"two minutes\"").unwrap_err();
+        assert!(e.contains("two minutes") && e.contains("90s"), "{e}");
+        let e = Config::parse("[alert]\nwarn_after = 120").unwrap_err();
+        assert!(e.contains("duration"), "{e}");
+    }
+
+    #[test]
+    fn invalid_relations_are_rejected() {
+        let c = Config::parse("[alert]\nwarn_after = \"10m\"\ncrit_after = \"2m\"").unwrap();
+        assert!(c.validated().unwrap_err().contains("crit_after"));
+        let c = Config::parse("[alert]\nrefresh_fraction = 1.5").unwrap();
+        assert!(c.validated().unwrap_err().contains("refresh_fraction"));
+        let c = Config::parse(&format!("[token_agent]\nsocket = \"/{}\"", "x".repeat(120))).unwrap();
+        assert!(c.validated().unwrap_err().contains("token_agent.socket"));
+        let c = Config::parse("[export]\notlp_protocol = \"http/json\"").unwrap();
+        assert!(c.validated().unwrap_err().contains("otlp_protocol"));
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error_default_is_not() {
+        let e = Config::load(Some(Path::new("/nonexistent/tokenwatch.toml"))).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/tokenwatch.toml"));
+    }
+}

@@ -1,0 +1,60 @@
+//! Sources of evidence: the eBPF probes, token-agent's logs, /proc.
+//! Each reports its own health for `/status` through a [`Health`] handle.
+pub mod ebpf;
+pub mod proc;
+
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceState {
+    Starting,
+    Running,
+    Disabled,
+    Failed,
+}
+
+/// What `/status` shows of a source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceStatus {
+    pub state: SourceState,
+    pub detail: String,
+    pub events: u64,
+    pub lost: u64,
+}
+
+/// A shared, cheap-to-clone handle a source updates and exporters read.
+#[derive(Debug, Clone)]
+pub struct Health(Arc<Mutex<SourceStatus>>);
+
+impl Health {
+    pub fn new(state: SourceState, detail: impl Into<String>) -> Self {
+        Self(Arc::new(Mutex::new(SourceStatus { state, detail: detail.into(), events: 0, lost: 0 })))
+    }
+
+    pub fn set(&self, state: SourceState, detail: impl Into<String>) {
+        let mut s = self.lock();
+        s.state = state;
+        s.detail = detail.into();
+    }
+
+    pub fn add_events(&self, n: u64) {
+        self.lock().events += n;
+    }
+
+    /// Sets the lost count to the source's own running total.
+    pub fn set_lost(&self, total: u64) {
+        self.lock().lost = total;
+    }
+
+    pub fn get(&self) -> SourceStatus {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SourceStatus> {
+        // A poisoned lock only means a panic elsewhere; the data is plain counters.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,72 @@
+//! Process attribution from /proc: executable and systemd unit of a pid.
+use std::path::Path;
+
+use crate::events::Process;
+
+/// Describes `pid`, reading `/proc` under `root` (normally `/proc`).
+/// A process that has already exited keeps only its pid and `comm`.
+pub fn describe(pid: u32, comm: &str) -> Process {
+    describe_in(Path::new("/proc"), pid, comm)
+}
+
+pub fn describe_in(root: &Path, pid: u32, comm: &str) -> Process {
+    let dir = root.join(pid.to_string());
+    let exe = std::fs::read_link(dir.join("exe"))
+        .ok()
+        .map(|p| p.to_string_lossy().trim_end_matches(" (deleted)").to_string());
+    let unit = std::fs::read_to_string(dir.join("cgroup")).ok().and_then(|c| unit_from_cgroup(&c));
+    Process { pid, comm: comm.to_string(), exe, unit }
+}
+
+/// The systemd unit (`*.service`) a process belongs to, from the text of
+/// `/proc/PID/cgroup` (cgroup v2 `0::/system.slice/x.service`, or the
+/// `name=systemd` line of v1). User sessions and scopes are not units we label.
+pub fn unit_from_cgroup(text: &str) -> Option<String> {
+    let path = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .or_else(|| text.lines().find_map(|l| l.split_once(":name=systemd:").map(|(_, p)| p)))?;
+    path.split('/')
+        .rev()
+        .find(|seg| seg.ends_with(".service") && !seg.starts_with("user@"))
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_from_cgroup_v2_and_v1() {
+        assert_eq!(
+            unit_from_cgroup("0::/system.slice/yc-compute-node.service\n").as_deref(),
+            Some("yc-compute-node.service")
+        );
+        assert_eq!(
+            unit_from_cgroup("12:pids:/x\n1:name=systemd:/system.slice/yc-token-agent.service\n").as_deref(),
+            Some("yc-token-agent.service")
+        );
+        // a nested cgroup below a service still belongs to it
+        assert_eq!(
+            unit_from_cgroup("0::/system.slice/yc-compute-node.service/worker\n").as_deref(),
+            Some("yc-compute-node.service")
+        );
+        assert_eq!(unit_from_cgroup("0::/user.slice/user-0.slice/session-3.scope\n"), None);
+        assert_eq!(unit_from_cgroup("0::/\n"), None);
+        assert_eq!(unit_from_cgroup(""), None);
+    }
+
+    #[test]
+    fn describes_this_process() {
+        let me = std::process::id();
+        let p = describe(me, "self");
+        assert_eq!(p.pid, me);
+        assert_eq!(p.exe.as_deref(), std::env::current_exe().ok().map(|e| e.to_string_lossy().to_string()).as_deref());
+    }
+
+    #[test]
+    fn exited_process_keeps_pid_and_comm() {
+        let p = describe_in(Path::new("/nonexistent"), 42, "gone");
+        assert_eq!(p, Process { pid: 42, comm: "gone".into(), exe: None, unit: None });
+    }
+}
