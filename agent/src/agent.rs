@@ -1,7 +1,8 @@
 //! `tokenwatch run`: wires sources → state → exports and stops cleanly.
 use std::{
+    path::PathBuf,
     sync::{Arc, RwLock},
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use tokio::sync::mpsc;
@@ -14,8 +15,9 @@ use crate::{
         otlp::{OtlpTarget, Telemetry},
         signals::{SharedSnapshot, Signals},
     },
-    sources::{ebpf, Health, SourceState},
-    state::{Settings, SourcesSnapshot, State},
+    sources::{ebpf, proc, Health, SourceState},
+    state::{persist, Settings, SourcesSnapshot, State},
+    statefile,
 };
 
 /// How often the verdict is re-evaluated without new events (thresholds pass with time).
@@ -25,6 +27,12 @@ const EBPF_RETRY: Duration = Duration::from_secs(30);
 /// Bound of the event queue between sources and state; a full queue pushes
 /// back on the ring buffer, where the kernel counts the loss.
 const EVENT_QUEUE: usize = 8192;
+/// Token facts under `[state] dir`.
+const FACTS_FILE: &str = "tokens.json";
+/// How often changed token facts are written.
+const PERSIST_EVERY: Duration = Duration::from_secs(5);
+/// Exited clients are kept this long (their lost-token verdict outlives them).
+const FORGET_EXITED: Duration = Duration::from_secs(3600);
 /// The stop deadline of INTERFACE.md is 5 s; leave room for the rest.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(4);
 
@@ -89,11 +97,13 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         tasks.spawn(http::serve(listener, http::router(telemetry.registry.clone(), latest.clone())));
     }
 
-    let state = State::new(Settings::from_config(&cfg));
+    let mut owner = Owner::new(State::new(Settings::from_config(&cfg)), cfg.state.dir.join(FACTS_FILE));
+    owner.restore();
     tokio::select! {
-        _ = state_loop(state, rx, &signals, &sources, &latest) => {}
+        _ = owner.run(rx, &signals, &sources, &latest) => {}
         _ = shutdown_signal() => tracing::info!("stopping"),
     }
+    owner.persist();
     tasks.shutdown().await;
     telemetry.shutdown(FLUSH_TIMEOUT).await;
     Ok(())
@@ -119,49 +129,99 @@ fn start_ebpf(
     Ok(())
 }
 
-/// The single owner of the state: applies events, records signals, publishes snapshots.
-async fn state_loop(
-    mut state: State,
-    mut rx: mpsc::Receiver<Event>,
-    signals: &Signals,
-    sources: &Sources,
-    latest: &SharedSnapshot,
-) {
-    let mut tick = tokio::time::interval(EVALUATE_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            ev = rx.recv() => match ev {
-                Some(ev) => {
-                    state.apply(&ev);
-                    signals.record(&ev);
-                    // drain what is already queued before evaluating once
-                    while let Ok(ev) = rx.try_recv() {
-                        state.apply(&ev);
-                        signals.record(&ev);
-                    }
-                }
-                // every source has stopped; keep evaluating (thresholds pass with time)
-                None => return forever_evaluating(&state, sources, latest).await,
-            },
-            _ = tick.tick() => {}
+/// The single owner of the state: applies events, records signals,
+/// publishes snapshots, watches client processes and persists token facts.
+struct Owner {
+    state: State,
+    facts_path: PathBuf,
+    persisted: u64,
+    last_persist: Instant,
+}
+
+impl Owner {
+    fn new(state: State, facts_path: PathBuf) -> Self {
+        Self { state, facts_path, persisted: 0, last_persist: Instant::now() }
+    }
+
+    fn restore(&mut self) {
+        let bytes = match statefile::read(&self.facts_path) {
+            Ok(Some(b)) => b,
+            Ok(None) => return,
+            Err(e) => return tracing::warn!("cannot read {}: {e}; starting without token facts", self.facts_path.display()),
+        };
+        match serde_json::from_slice::<persist::Facts>(&bytes) {
+            Ok(f) => {
+                let n = self.state.restore(&f, proc::same_process);
+                tracing::info!("restored token facts of {n} running client(s) from {}", self.facts_path.display());
+            }
+            Err(e) => tracing::warn!("ignoring {}: not a facts file of this version ({e})", self.facts_path.display()),
         }
-        publish(&state, sources, latest);
+        self.persisted = self.state.generation();
     }
-}
 
-async fn forever_evaluating(state: &State, sources: &Sources, latest: &SharedSnapshot) {
-    let mut tick = tokio::time::interval(EVALUATE_EVERY);
-    loop {
-        tick.tick().await;
-        publish(state, sources, latest);
+    /// Writes the facts when they changed (at most once per PERSIST_EVERY, and at stop).
+    fn persist(&mut self) {
+        if self.state.generation() == self.persisted {
+            return;
+        }
+        let bytes = match serde_json::to_vec_pretty(&self.state.facts()) {
+            Ok(b) => b,
+            Err(e) => return tracing::error!("encoding token facts: {e}"),
+        };
+        match statefile::write_atomic(&self.facts_path, &bytes) {
+            Ok(()) => self.persisted = self.state.generation(),
+            Err(e) => tracing::warn!("cannot write {}: {e}; will retry", self.facts_path.display()),
+        }
+        self.last_persist = Instant::now();
     }
-}
 
-fn publish(state: &State, sources: &Sources, latest: &SharedSnapshot) {
-    let mut snap = state.evaluate(SystemTime::now());
-    snap.sources = sources.snapshot();
-    *latest.write().unwrap_or_else(|p| p.into_inner()) = Some(snap);
+    async fn run(&mut self, mut rx: mpsc::Receiver<Event>, signals: &Signals, sources: &Sources, latest: &SharedSnapshot) {
+        let mut tick = tokio::time::interval(EVALUATE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut open = true;
+        loop {
+            tokio::select! {
+                ev = rx.recv(), if open => match ev {
+                    Some(ev) => {
+                        self.apply(&ev, signals);
+                        // drain what is already queued before evaluating once
+                        while let Ok(ev) = rx.try_recv() {
+                            self.apply(&ev, signals);
+                        }
+                    }
+                    // every source stopped; keep evaluating: thresholds pass with time
+                    None => open = false,
+                },
+                _ = tick.tick() => self.watch_exits(signals),
+            }
+            self.publish(sources, latest);
+            if self.last_persist.elapsed() >= PERSIST_EVERY {
+                self.persist();
+            }
+        }
+    }
+
+    fn apply(&mut self, ev: &Event, signals: &Signals) {
+        self.state.apply(ev);
+        signals.record(ev);
+    }
+
+    /// A client that exited or exec'd has lost its in-memory token.
+    fn watch_exits(&mut self, signals: &Signals) {
+        let now = SystemTime::now();
+        for (pid, exe) in self.state.live_clients() {
+            if !proc::same_process(pid, exe.as_deref()) {
+                self.apply(&Event::ProcessExit { pid, at: now }, signals);
+            }
+        }
+        self.state.forget_exited(now, FORGET_EXITED);
+    }
+
+    fn publish(&self, sources: &Sources, latest: &SharedSnapshot) {
+        let mut snap = self.state.evaluate(SystemTime::now());
+        snap.sources = sources.snapshot();
+        *latest.write().unwrap_or_else(|p| p.into_inner()) = Some(snap);
+    }
 }
 
 async fn shutdown_signal() {

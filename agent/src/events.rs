@@ -46,10 +46,120 @@ pub struct ConnectObserved {
     pub latency: Duration,
 }
 
+/// A gRPC status code. Unknown codes stay representable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GrpcStatus(pub u32);
+
+impl GrpcStatus {
+    pub const OK: Self = Self(0);
+    pub const CANCELLED: Self = Self(1);
+    pub const UNKNOWN: Self = Self(2);
+    pub const DEADLINE_EXCEEDED: Self = Self(4);
+    pub const PERMISSION_DENIED: Self = Self(7);
+    pub const RESOURCE_EXHAUSTED: Self = Self(8);
+    pub const INTERNAL: Self = Self(13);
+    pub const UNAVAILABLE: Self = Self(14);
+    pub const UNAUTHENTICATED: Self = Self(16);
+
+    const NAMES: [&'static str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+
+    /// `UNAVAILABLE`, or `CODE_<n>` for a code outside the standard set.
+    pub fn name(self) -> String {
+        match Self::NAMES.get(self.0 as usize) {
+            Some(n) => (*n).to_string(),
+            None => format!("CODE_{}", self.0),
+        }
+    }
+
+    /// Parses a code name in any case and with `_`/`-`/camel-case spelling
+    /// (`UNAVAILABLE`, `Unavailable`, `DeadlineExceeded`) or a number (`14`).
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim();
+        if let Ok(n) = s.parse::<u32>() {
+            return Some(Self(n));
+        }
+        let norm: String = s.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_uppercase()).collect();
+        Self::NAMES.iter().position(|n| n.replace('_', "") == norm).map(|i| Self(i as u32))
+    }
+
+    pub fn is_ok(self) -> bool {
+        self == Self::OK
+    }
+}
+
+/// Which source saw a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CallSource {
+    Ebpf,
+    AccessLog,
+}
+
+impl CallSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallSource::Ebpf => "ebpf",
+            CallSource::AccessLog => "access_log",
+        }
+    }
+}
+
+/// One GetToken (or other) call to token-agent, seen by the client-side
+/// probe or in token-agent's access log. Never holds the token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallObserved {
+    pub source: CallSource,
+    /// When the call ended (response or trailers received / logged).
+    pub at: SystemTime,
+    pub duration: Option<Duration>,
+    /// The caller; `pid` 0 when the source did not say.
+    pub process: Process,
+    pub uid: Option<u32>,
+    /// Full gRPC method (`/pkg.Service/Method`), when known.
+    pub method: Option<String>,
+    /// `None` when the status could not be decoded (an error of unknown code
+    /// is `Some(GrpcStatus::UNKNOWN)` only when the wire or log said so).
+    pub status: Option<GrpcStatus>,
+    /// `expires_at` of the token the call returned, when decoded.
+    pub expires_at: Option<SystemTime>,
+    pub request_id: Option<String>,
+    /// An error message, already redacted.
+    pub error: Option<String>,
+}
+
+/// token-agent's application log reported an error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentError {
+    pub at: SystemTime,
+    /// The message, already redacted.
+    pub message: String,
+}
+
 /// Everything the state machine learns.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Connect(ConnectObserved),
+    Call(CallObserved),
+    AgentError(AgentError),
+    /// A process exited (or exec'd into something else): its cached token is gone.
+    ProcessExit { pid: u32, at: SystemTime },
 }
 
 /// The symbolic name of an errno (`ENOENT`), or `E<n>` for an unknown one.
@@ -95,6 +205,22 @@ mod tests {
         assert_eq!(errno_name(111), "ECONNREFUSED");
         assert_eq!(errno_name(11), "EAGAIN");
         assert_eq!(errno_name(4242), "E4242");
+    }
+
+    #[test]
+    fn grpc_status_names_and_parsing() {
+        assert_eq!(GrpcStatus::UNAVAILABLE.name(), "UNAVAILABLE");
+        assert_eq!(GrpcStatus(99).name(), "CODE_99");
+        for s in ["UNAVAILABLE", "Unavailable", "unavailable", "14"] {
+            assert_eq!(GrpcStatus::parse(s), Some(GrpcStatus::UNAVAILABLE), "{s}");
+        }
+        assert_eq!(GrpcStatus::parse("DeadlineExceeded"), Some(GrpcStatus::DEADLINE_EXCEEDED));
+        assert_eq!(GrpcStatus::parse("deadline_exceeded"), Some(GrpcStatus::DEADLINE_EXCEEDED));
+        assert_eq!(GrpcStatus::parse("ok"), Some(GrpcStatus::OK));
+        assert_eq!(GrpcStatus::parse("bogus"), None);
+        for i in 0..17 {
+            assert_eq!(GrpcStatus::parse(&GrpcStatus(i).name()), Some(GrpcStatus(i)));
+        }
     }
 
     #[test]

@@ -1,18 +1,22 @@
 //! Turns events and snapshots into OTel signals: a span per observed call or
 //! connect, counters at event time, gauges read from the latest snapshot.
 //! Every metric name lives here, per INTERFACE.md.
-use std::sync::{Arc, RwLock};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, SystemTime},
+};
 
 use opentelemetry::{
-    metrics::{Counter, Meter, MeterProvider as _},
-    trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _},
-    KeyValue,
+    metrics::{Counter, Histogram, Meter, MeterProvider as _},
+    trace::{Span as _, SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _},
+    Context, KeyValue,
 };
 use opentelemetry_sdk::trace::SdkTracer;
 
 use super::otlp::Telemetry;
 use crate::{
-    events::{errno_name, ConnectObserved, Event},
+    events::{errno_name, CallObserved, CallSource, ConnectObserved, Event},
     state::Snapshot,
 };
 
@@ -21,6 +25,10 @@ pub type SharedSnapshot = Arc<RwLock<Option<Snapshot>>>;
 
 pub mod names {
     pub const ALERT_LEVEL: &str = "tokenwatch.alert.level";
+    pub const REFRESH_OVERDUE: &str = "iam_token.refresh.overdue";
+    pub const EXPIRY_REMAINING: &str = "iam_token.expiry.remaining";
+    pub const CALL_DURATION: &str = "rpc.client.call.duration";
+    pub const CALLS: &str = "token_agent.calls";
     pub const CONNECT_ERRORS: &str = "token_agent.connect.errors";
     pub const EBPF_EVENTS_LOST: &str = "tokenwatch.ebpf.events.lost";
     pub const CONNECT_SPAN: &str = "token_agent.connect";
@@ -29,7 +37,11 @@ pub mod names {
 pub struct Signals {
     tracer: Option<SdkTracer>,
     connect_errors: Counter<u64>,
+    calls: Counter<u64>,
+    duration: Histogram<f64>,
     socket: String,
+    /// The latest client-side call span per pid, to parent the access log's server span.
+    client_spans: Mutex<HashMap<u32, (SystemTime, SpanContext)>>,
 }
 
 impl Signals {
@@ -42,7 +54,18 @@ impl Signals {
                 .u64_counter(names::CONNECT_ERRORS)
                 .with_description("Failed connect() calls to token-agent's socket, by errno")
                 .build(),
+            calls: meter
+                .u64_counter(names::CALLS)
+                .with_description("Calls to token-agent, by gRPC status and by the source that saw them")
+                .build(),
+            duration: meter
+                .f64_histogram(names::CALL_DURATION)
+                .with_unit("s")
+                .with_description("Duration of calls to token-agent")
+                .with_boundaries(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+                .build(),
             socket: socket.to_string(),
+            client_spans: Mutex::new(HashMap::new()),
         }
     }
 
@@ -50,6 +73,8 @@ impl Signals {
     pub fn record(&self, event: &Event) {
         match event {
             Event::Connect(c) => self.record_connect(c),
+            Event::Call(c) => self.record_call(c),
+            Event::AgentError(_) | Event::ProcessExit { .. } => {}
         }
     }
 
@@ -93,6 +118,85 @@ impl Signals {
     }
 }
 
+impl Signals {
+    fn record_call(&self, c: &CallObserved) {
+        let status = c.status.map_or_else(|| "UNKNOWN".to_string(), |s| s.name());
+        let client = KeyValue::new("client", c.process.client().to_string());
+        let process = KeyValue::new("process", c.process.name().to_string());
+        self.calls.add(
+            1,
+            &[KeyValue::new("status", status.clone()), KeyValue::new("source", c.source.as_str()), client.clone(), process.clone()],
+        );
+        let method = c.method.clone().unwrap_or_else(|| "unknown".into());
+        if let (Some(d), CallSource::Ebpf) = (c.duration, c.source) {
+            self.duration.record(
+                d.as_secs_f64(),
+                &[
+                    KeyValue::new("rpc.method", method.trim_start_matches('/').to_string()),
+                    KeyValue::new("rpc.response.status_code", status.clone()),
+                    client,
+                    process,
+                ],
+            );
+        }
+        let Some(tracer) = &self.tracer else { return };
+        let name = method.trim_start_matches('/').to_string();
+        let start = c.at.checked_sub(c.duration.unwrap_or_default()).unwrap_or(c.at);
+        let mut attrs = vec![
+            KeyValue::new("rpc.system.name", "grpc"),
+            KeyValue::new("rpc.method", name.clone()),
+            KeyValue::new("rpc.response.status_code", status.clone()),
+            KeyValue::new("network.transport", "unix"),
+            KeyValue::new("server.address", self.socket.clone()),
+            KeyValue::new("tokenwatch.client", c.process.client().to_string()),
+            KeyValue::new("tokenwatch.source", c.source.as_str()),
+        ];
+        if c.process.pid != 0 {
+            attrs.push(KeyValue::new("process.pid", i64::from(c.process.pid)));
+            attrs.push(KeyValue::new("process.executable.name", c.process.name().to_string()));
+        }
+        if let Some(e) = c.expires_at {
+            attrs.push(KeyValue::new("iam_token.expires_at", crate::state::format_rfc3339(e)));
+        }
+        if let Some(id) = &c.request_id {
+            attrs.push(KeyValue::new("rpc.request.id", id.clone()));
+        }
+        let failed = !c.status.is_some_and(|s| s.is_ok());
+        if failed {
+            attrs.push(KeyValue::new("error.type", status.clone()));
+        }
+        let (kind, parent) = match c.source {
+            CallSource::Ebpf => (SpanKind::Client, None),
+            CallSource::AccessLog => (SpanKind::Server, self.parent_for(c.process.pid, c.at)),
+        };
+        let builder = tracer.span_builder(name).with_kind(kind).with_start_time(start).with_attributes(attrs);
+        let mut span = match parent {
+            Some(p) => builder.start_with_context(tracer, &Context::new().with_remote_span_context(p)),
+            None => builder.start(tracer),
+        };
+        if failed {
+            let why = c.error.clone().unwrap_or_else(|| status.clone());
+            span.set_status(Status::error(why));
+        }
+        if c.source == CallSource::Ebpf && c.process.pid != 0 {
+            let mut spans = self.client_spans.lock().unwrap_or_else(|p| p.into_inner());
+            if spans.len() > 4096 {
+                spans.clear();
+            }
+            spans.insert(c.process.pid, (c.at, span.span_context().clone()));
+        }
+        span.end_with_timestamp(c.at);
+    }
+
+    /// The client span of the same pid that ended within a second of `at`.
+    fn parent_for(&self, pid: u32, at: SystemTime) -> Option<SpanContext> {
+        let spans = self.client_spans.lock().unwrap_or_else(|p| p.into_inner());
+        let (t, ctx) = spans.get(&pid)?;
+        let d = if *t > at { t.duration_since(at) } else { at.duration_since(*t) }.ok()?;
+        (d <= Duration::from_secs(1)).then(|| ctx.clone())
+    }
+}
+
 fn register_gauges(meter: &Meter, latest: SharedSnapshot) {
     let snap = latest.clone();
     meter
@@ -110,6 +214,26 @@ fn register_gauges(meter: &Meter, latest: SharedSnapshot) {
             }
         })
         .build();
+    let snap = latest.clone();
+    meter
+        .f64_observable_gauge(names::REFRESH_OVERDUE)
+        .with_unit("s")
+        .with_description("How long past refresh_at a client's token has not been refreshed")
+        .with_callback(move |o| each_client(&snap, |c, labels| o.observe(c.overdue_seconds, labels)))
+        .build();
+    let snap = latest.clone();
+    meter
+        .f64_observable_gauge(names::EXPIRY_REMAINING)
+        .with_unit("s")
+        .with_description("Time until a client's token expires (negative once expired)")
+        .with_callback(move |o| {
+            each_client(&snap, |c, labels| {
+                if let Some(r) = c.expiry_remaining_seconds {
+                    o.observe(r, labels)
+                }
+            })
+        })
+        .build();
     meter
         .u64_observable_counter(names::EBPF_EVENTS_LOST)
         .with_description("eBPF records dropped because the ring buffer was full")
@@ -120,4 +244,11 @@ fn register_gauges(meter: &Meter, latest: SharedSnapshot) {
             }
         })
         .build();
+}
+
+fn each_client(latest: &SharedSnapshot, mut f: impl FnMut(&crate::state::ClientSnapshot, &[KeyValue])) {
+    let guard = latest.read().unwrap_or_else(|p| p.into_inner());
+    for c in guard.iter().flat_map(|s| &s.clients).filter(|c| c.last_success.is_some()) {
+        f(c, &[KeyValue::new("client", c.client.clone()), KeyValue::new("process", c.process.clone())]);
+    }
 }

@@ -18,6 +18,21 @@ pub fn describe_in(root: &Path, pid: u32, comm: &str) -> Process {
     Process { pid, comm: comm.to_string(), exe, unit }
 }
 
+/// Whether `pid` still runs `exe` (when known). A process that exited, or
+/// exec'd into another program, has lost the token it held in memory.
+pub fn same_process(pid: u32, exe: Option<&str>) -> bool {
+    same_process_in(Path::new("/proc"), pid, exe)
+}
+
+pub fn same_process_in(root: &Path, pid: u32, exe: Option<&str>) -> bool {
+    let dir = root.join(pid.to_string());
+    match std::fs::read_link(dir.join("exe")) {
+        Ok(now) => exe.is_none_or(|e| now.to_string_lossy().trim_end_matches(" (deleted)") == e),
+        // exe unreadable (permissions, kernel thread): alive if the folder is there
+        Err(_) => dir.exists(),
+    }
+}
+
 /// The systemd unit (`*.service`) a process belongs to, from the text of
 /// `/proc/PID/cgroup` (cgroup v2 `0::/system.slice/x.service`, or the
 /// `name=systemd` line of v1). User sessions and scopes are not units we label.
@@ -62,6 +77,19 @@ mod tests {
         let p = describe(me, "self");
         assert_eq!(p.pid, me);
         assert_eq!(p.exe.as_deref(), std::env::current_exe().ok().map(|e| e.to_string_lossy().to_string()).as_deref());
+    }
+
+    #[test]
+    fn same_process_follows_exit_and_exec() {
+        let me = std::process::id();
+        let exe = std::env::current_exe().unwrap().to_string_lossy().to_string();
+        assert!(same_process(me, Some(&exe)));
+        assert!(same_process(me, None));
+        assert!(!same_process(me, Some("/usr/bin/something-else")), "an exec into another program");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!same_process(pid, None), "an exited (reaped) process");
     }
 
     #[test]

@@ -1,10 +1,22 @@
 //! The state machine: everything sources observed, reduced to what on-call needs.
 //!
 //! Pure: `apply(event)` and `evaluate(now) -> Snapshot` do no I/O and take time
-//! as a parameter, so tests are exact to the second.
+//! as a parameter, so tests are exact to the second. The rules (issue #5):
+//! - a successful call gives its client a token: `issued_at` = the call's end,
+//!   `expires_at` as decoded, else `issued_at + assumed_lifetime`;
+//!   `refresh_at = issued_at + refresh_fraction × lifetime`;
+//! - `overdue = now − refresh_at`; WARN from `warn_after`, CRIT from `crit_after`;
+//! - WARN on failures (non-OK calls, failed connects, app-log errors) within `error_window`;
+//! - a compute-node process that exits while token-agent fails is CRIT at once,
+//!   until its unit gets a token again.
+mod client;
+mod dedupe;
+mod evaluate;
+pub mod persist;
 mod snapshot;
 
-pub use snapshot::{ClientSnapshot, Level, Snapshot, SourcesSnapshot, TokenAgentSnapshot};
+pub use client::{Client, Token};
+pub use snapshot::{format_rfc3339, ClientSnapshot, Level, Snapshot, SourcesSnapshot, TokenAgentSnapshot};
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -12,17 +24,19 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use crate::events::{errno_name, ConnectObserved, Event, Process};
-
-/// At most this many recent errors are remembered per client (older ones only count).
-const MAX_RECENT_ERRORS: usize = 4096;
+use crate::events::{errno_name, AgentError, CallObserved, ConnectObserved, Event};
 
 /// What the state machine needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub socket: PathBuf,
+    pub method: String,
+    pub warn_after: Duration,
+    pub crit_after: Duration,
+    pub refresh_fraction: f64,
     pub error_window: Duration,
-    /// Units whose processes are compute-node (for the runbook advice).
+    pub assumed_lifetime: Duration,
+    /// Units whose processes are compute-node.
     pub compute_node_units: Vec<String>,
 }
 
@@ -30,21 +44,15 @@ impl Settings {
     pub fn from_config(c: &crate::config::Config) -> Self {
         Self {
             socket: c.token_agent.socket.clone(),
+            method: c.token_agent.method.clone(),
+            warn_after: c.alert.warn_after,
+            crit_after: c.alert.crit_after,
+            refresh_fraction: c.alert.refresh_fraction,
             error_window: c.alert.error_window,
+            assumed_lifetime: c.alert.assumed_lifetime,
             compute_node_units: c.clients.units.clone(),
         }
     }
-}
-
-#[derive(Debug, Clone, Default)]
-struct Client {
-    process: Process,
-    connects_ok: u64,
-    /// Failed connects by errno name, since the agent started.
-    connect_errors: BTreeMap<String, u64>,
-    /// (time, errno name) of recent failed connects, oldest first.
-    recent_errors: VecDeque<(SystemTime, String)>,
-    last_seen: Option<SystemTime>,
 }
 
 /// The whole state. One owner (the state task) applies events and evaluates.
@@ -52,40 +60,70 @@ struct Client {
 pub struct State {
     settings: Settings,
     clients: BTreeMap<u32, Client>,
+    recent: BTreeMap<u32, dedupe::Recent>,
+    /// token-agent errors not tied to a client (its app log), oldest first.
+    agent_errors: VecDeque<(SystemTime, String)>,
+    /// Calls (after dedupe) by end time, for `calls_in_window`.
+    call_times: VecDeque<SystemTime>,
     /// The outcome of the latest connect by anyone: reachable or not, and when.
     last_connect: Option<(SystemTime, bool)>,
+    /// Units whose process exited while token-agent was failing → since when.
+    lost_tokens: BTreeMap<String, (SystemTime, u32)>,
+    /// Bumped whenever persisted facts change.
+    generation: u64,
 }
 
 impl State {
     pub fn new(settings: Settings) -> Self {
-        Self { settings, clients: BTreeMap::new(), last_connect: None }
+        Self {
+            settings,
+            clients: BTreeMap::new(),
+            recent: BTreeMap::new(),
+            agent_errors: VecDeque::new(),
+            call_times: VecDeque::new(),
+            last_connect: None,
+            lost_tokens: BTreeMap::new(),
+            generation: 0,
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Changes whenever a fact worth persisting changed.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Clients believed alive, with the executable they ran (for the exit watcher).
+    pub fn live_clients(&self) -> Vec<(u32, Option<String>)> {
+        self.clients
+            .iter()
+            .filter(|(pid, c)| **pid != 0 && c.exited_at.is_none())
+            .map(|(p, c)| (*p, c.process.exe.clone()))
+            .collect()
     }
 
     pub fn apply(&mut self, event: &Event) {
         match event {
             Event::Connect(c) => self.apply_connect(c),
+            Event::Call(c) => self.apply_call(c),
+            Event::AgentError(e) => self.apply_agent_error(e),
+            Event::ProcessExit { pid, at } => self.apply_exit(*pid, *at),
         }
     }
 
+
     fn apply_connect(&mut self, c: &ConnectObserved) {
-        let client = self.clients.entry(c.process.pid).or_default();
-        // A later event may know more (the exe, the unit) than the first one did.
-        if client.process.exe.is_none() || client.process.pid == 0 {
-            client.process = c.process.clone();
-        }
-        client.last_seen = Some(client.last_seen.map_or(c.at, |t| t.max(c.at)));
+        let window = self.settings.error_window;
+        let client = client_entry(&mut self.clients, &c.process, c.at);
         match c.errno {
             None => client.connects_ok += 1,
             Some(errno) => {
                 let name = errno_name(errno);
                 *client.connect_errors.entry(name.clone()).or_default() += 1;
-                client.recent_errors.push_back((c.at, name));
-                let horizon = c.at.checked_sub(self.settings.error_window).unwrap_or(SystemTime::UNIX_EPOCH);
-                while client.recent_errors.front().is_some_and(|(t, _)| *t < horizon)
-                    || client.recent_errors.len() > MAX_RECENT_ERRORS
-                {
-                    client.recent_errors.pop_front();
-                }
+                client.error(c.at, name, window);
             }
         }
         if self.last_connect.is_none_or(|(t, _)| t <= c.at) {
@@ -93,69 +131,110 @@ impl State {
         }
     }
 
-    /// The verdict at `now`. Source health is filled in by the caller.
-    pub fn evaluate(&self, now: SystemTime) -> Snapshot {
-        let window = self.settings.error_window;
-        let in_window = |t: SystemTime| now.duration_since(t).map_or(true, |age| age <= window);
-        let mut reasons = Vec::new();
-        let mut errors_in_window: BTreeMap<String, u64> = BTreeMap::new();
-        let mut clients = Vec::new();
-        for client in self.clients.values() {
-            let mut mine: BTreeMap<String, u64> = BTreeMap::new();
-            for (_, name) in client.recent_errors.iter().filter(|(t, _)| in_window(*t)) {
-                *mine.entry(name.clone()).or_default() += 1;
-            }
-            let level = if mine.is_empty() { Level::Ok } else { Level::Warn };
-            if !mine.is_empty() {
-                reasons.push(format!(
-                    "{} ({}) could not connect to token-agent: {} in {}",
-                    client.process.client(),
-                    client.process.pid,
-                    counts(&mine),
-                    humantime::format_duration(window)
-                ));
-            }
-            for (k, v) in &mine {
-                *errors_in_window.entry(k.clone()).or_default() += v;
-            }
-            clients.push(ClientSnapshot::new(&client.process, level, client.connects_ok, &client.connect_errors));
+    fn apply_call(&mut self, c: &CallObserved) {
+        if c.method.as_deref().is_some_and(|m| !method_matches(&self.settings.method, m)) {
+            return; // another method of token-agent: not about tokens
         }
-        let level = clients.iter().map(|c| c.level).max().unwrap_or(Level::Ok);
-        if level > Level::Ok {
-            reasons.push(format!(
-                "token-agent is failing: do not restart {} (its cached token would be lost)",
-                self.compute_node_name()
-            ));
+        let (window, lifetime) = (self.settings.error_window, self.settings.assumed_lifetime);
+        let twin = self.recent.entry(c.process.pid).or_default().pair(c.source, c.at, c.status);
+        let client = client_entry(&mut self.clients, &c.process, c.at);
+        let ok = c.status.is_some_and(|s| s.is_ok());
+        match twin {
+            None => {
+                client.count_call(c.status, 1);
+                if !ok {
+                    client.error(c.at, status_label(c.status), window);
+                }
+                self.call_times.push_back(c.at);
+            }
+            // The same call, seen again: the access log's status wins.
+            Some(first) if c.source == crate::events::CallSource::AccessLog && first.status != c.status => {
+                client.count_call(first.status, -1);
+                client.count_call(c.status, 1);
+                if !first.status.is_some_and(|s| s.is_ok()) {
+                    client.forget_error(first.at, &status_label(first.status));
+                }
+                if !ok {
+                    client.error(c.at, status_label(c.status), window);
+                }
+            }
+            Some(_) => {}
         }
-        let summary = match reasons.first() {
-            Some(first) => first.clone(),
-            None if clients.is_empty() => "no token-agent clients observed yet".to_string(),
-            None => format!("{} client(s) talking to token-agent, no errors", clients.len()),
-        };
-        Snapshot {
-            level,
-            summary,
-            reasons,
-            generated_at: now,
-            token_agent: TokenAgentSnapshot {
-                socket: self.settings.socket.display().to_string(),
-                reachable: self.last_connect.map(|(_, ok)| ok),
-                calls_in_window: 0,
-                errors_in_window,
-            },
-            clients,
-            sources: SourcesSnapshot::default(),
+        // a second sighting of a success adds nothing, unless it brings expires_at
+        let known = twin.is_some_and(|f| f.status.is_some_and(|s| s.is_ok())) && c.expires_at.is_none();
+        if ok && !known {
+            client.success(c.at, c.expires_at, lifetime);
+            let unit = client.process.unit.clone();
+            if let Some(unit) = unit {
+                if self.lost_tokens.get(&unit).is_some_and(|(since, _)| *since <= c.at) {
+                    self.lost_tokens.remove(&unit);
+                }
+            }
+            self.generation += 1;
+        }
+        let horizon = c.at.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
+        while self.call_times.front().is_some_and(|t| *t < horizon) || self.call_times.len() > 100_000 {
+            self.call_times.pop_front();
         }
     }
 
-    fn compute_node_name(&self) -> String {
-        let unit = self.settings.compute_node_units.first().map_or("yc-compute-node.service", |s| s.as_str());
-        unit.trim_end_matches(".service").to_string()
+    fn apply_agent_error(&mut self, e: &AgentError) {
+        self.agent_errors.push_back((e.at, e.message.clone()));
+        let horizon = e.at.checked_sub(self.settings.error_window).unwrap_or(SystemTime::UNIX_EPOCH);
+        while self.agent_errors.front().is_some_and(|(t, _)| *t < horizon) || self.agent_errors.len() > 1024 {
+            self.agent_errors.pop_front();
+        }
+    }
+
+    fn apply_exit(&mut self, pid: u32, at: SystemTime) {
+        let failing = self.token_agent_failing(at);
+        let Some(client) = self.clients.get_mut(&pid) else { return };
+        if client.exited_at.is_some() {
+            return;
+        }
+        client.exited_at = Some(at);
+        self.generation += 1;
+        let unit = client.process.unit.clone();
+        if let Some(unit) = unit.filter(|u| self.settings.compute_node_units.contains(u)) {
+            if failing {
+                self.lost_tokens.entry(unit).or_insert((at, pid));
+            }
+        }
+    }
+
+    /// Whether token-agent failed anyone within the error window before `at`.
+    fn token_agent_failing(&self, at: SystemTime) -> bool {
+        let window = self.settings.error_window;
+        self.agent_errors.iter().any(|(t, _)| within(*t, at, window))
+            || self.clients.values().any(|c| c.recent_errors.iter().any(|(t, _)| within(*t, at, window)))
+    }
+
+    /// Drops clients that exited long ago and were never compute-node's last word.
+    pub fn forget_exited(&mut self, now: SystemTime, after: Duration) {
+        self.clients.retain(|_, c| c.exited_at.is_none_or(|t| !now.duration_since(t).is_ok_and(|d| d > after)));
+        let clients = &self.clients;
+        self.recent.retain(|pid, _| clients.contains_key(pid));
     }
 }
 
-fn counts(m: &BTreeMap<String, u64>) -> String {
-    m.iter().map(|(k, v)| format!("{k} ×{v}")).collect::<Vec<_>>().join(", ")
+fn client_entry<'a>(clients: &'a mut BTreeMap<u32, Client>, p: &crate::events::Process, at: SystemTime) -> &'a mut Client {
+    let client = clients.entry(p.pid).or_insert_with(|| Client::new(p.clone()));
+    client.learn(p, at);
+    client
+}
+
+fn within(t: SystemTime, now: SystemTime, window: Duration) -> bool {
+    now.duration_since(t).map_or(true, |age| age <= window)
+}
+
+/// `UNAVAILABLE`, or `UNDECODED` for an error whose code the wire hid.
+fn status_label(s: Option<crate::events::GrpcStatus>) -> String {
+    s.map_or_else(|| "UNDECODED".to_string(), |s| s.name())
+}
+
+/// A configured full method matches a full or short (`GetToken`) method.
+pub fn method_matches(configured: &str, seen: &str) -> bool {
+    seen == configured || configured.rsplit('/').next() == Some(seen.trim_start_matches('/'))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@ use std::{collections::BTreeMap, time::SystemTime};
 
 use serde::{Serialize, Serializer};
 
-use crate::{events::Process, sources::SourceStatus};
+use crate::sources::SourceStatus;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Default)]
 #[serde(rename_all = "UPPERCASE")]
@@ -62,33 +62,17 @@ pub struct ClientSnapshot {
     pub last_success: Option<SystemTime>,
     #[serde(serialize_with = "rfc3339_opt")]
     pub expires_at: Option<SystemTime>,
+    /// false: `expires_at` was assumed (`assumed_lifetime`), not decoded.
+    pub expires_observed: Option<bool>,
     #[serde(serialize_with = "rfc3339_opt")]
     pub refresh_at: Option<SystemTime>,
     pub overdue_seconds: f64,
+    /// `expires_at − now`; negative once expired.
+    pub expiry_remaining_seconds: Option<f64>,
     pub level: Level,
     pub calls: BTreeMap<String, u64>,
     pub connects_ok: u64,
     pub connect_errors: BTreeMap<String, u64>,
-}
-
-impl ClientSnapshot {
-    pub fn new(p: &Process, level: Level, connects_ok: u64, connect_errors: &BTreeMap<String, u64>) -> Self {
-        Self {
-            pid: p.pid,
-            process: p.name().to_string(),
-            exe: p.exe.clone(),
-            unit: p.unit.clone(),
-            client: p.client().to_string(),
-            last_success: None,
-            expires_at: None,
-            refresh_at: None,
-            overdue_seconds: 0.0,
-            level,
-            calls: BTreeMap::new(),
-            connects_ok,
-            connect_errors: connect_errors.clone(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -1,0 +1,62 @@
+//! `cargo xtask test`: every test, with the eBPF object embedded and the
+//! built binaries handed to the end-to-end tests; ends with one summary line.
+use std::{
+    io::{BufRead, BufReader},
+    process::Stdio,
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{build, setup, util};
+
+pub fn run(extra: &[String]) -> Result<()> {
+    let built = build::all(build::Profile::Debug)?;
+    let bin_dir = util::target_dir().join("debug");
+    let mut cmd = util::host_cargo();
+    cmd.args(["test", "-p", "tokenwatch", "-p", "tokenwatch-tests", "-p", "tokenwatch-common", "-p", "xtask"])
+        .args(extra)
+        .env("TOKENWATCH_EBPF_OBJ", &built.ebpf_object)
+        .env("TOKENWATCH_BIN", bin_dir.join("tokenwatch"))
+        .env("TOKENWATCH_SIM_DIR", &bin_dir)
+        .env("TOKENWATCH_VENV", setup::venv())
+        .stdout(Stdio::piped());
+    let mut child = cmd.spawn().context("starting cargo test")?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    // cargo test prints a "test result:" line per test binary; echo everything, sum those.
+    for line in BufReader::new(child.stdout.take().context("cargo test stdout")?).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            passed += count(rest, "passed");
+            failed += count(rest, "failed");
+            ignored += count(rest, "ignored");
+        }
+    }
+    let status = child.wait()?;
+    println!("{passed} passed, {failed} failed, {ignored} skipped");
+    if !status.success() || failed > 0 {
+        bail!("tests failed ({status})");
+    }
+    Ok(())
+}
+
+/// The number before `word` in "ok. 22 passed; 0 failed; 1 ignored; …".
+fn count(s: &str, word: &str) -> u64 {
+    s.split(';')
+        .find_map(|part| part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(word))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count;
+
+    #[test]
+    fn counts_cargo_result_lines() {
+        let l = "ok. 22 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.00s";
+        assert_eq!((count(l, "passed"), count(l, "failed"), count(l, "ignored")), (22, 0, 1));
+        let l = "FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out";
+        assert_eq!((count(l, "passed"), count(l, "failed")), (3, 2));
+    }
+}
