@@ -34,7 +34,9 @@ pub fn ebpf() -> Result<PathBuf> {
     setup::ensure()?;
     let mut cmd = std::process::Command::new(setup::DEBIAN_CARGO);
     cmd.current_dir(root())
-        .args(["build", "--quiet", "-p", "tokenwatch-ebpf", "--release", "--target", "bpfel-unknown-none"])
+        // aya-build (a build dependency of aya-ebpf) declares a newer rust-version than
+        // Debian's rustc; it builds fine with it.
+        .args(["build", "--quiet", "-p", "tokenwatch-ebpf", "--release", "--target", "bpfel-unknown-none", "--ignore-rust-version"])
         // Debian's rustc is the one with a `core` for bpfel-unknown-none; keep
         // rustup's choices and wrappers away from it.
         .env("RUSTC", setup::DEBIAN_RUSTC)

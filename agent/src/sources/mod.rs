@@ -1,6 +1,7 @@
 //! Sources of evidence: the eBPF probes, token-agent's logs, /proc.
 //! Each reports its own health for `/status` through a [`Health`] handle.
 pub mod ebpf;
+pub mod logs;
 pub mod proc;
 
 use std::sync::{Arc, Mutex};

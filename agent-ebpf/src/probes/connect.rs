@@ -1,0 +1,162 @@
+//! `connect()` on AF_UNIX sockets to the watched path.
+//!
+//! `sys_enter_connect` filters (not the agent, AF_UNIX, path equals the
+//! configured one) and remembers start time and fd per thread;
+//! `sys_exit_connect` turns a remembered call into a [`ConnectEvent`].
+//! Other paths and abstract sockets never leave the kernel.
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_user,
+        generated,
+    },
+    macros::{map, tracepoint},
+    maps::LruHashMap,
+    programs::TracePointContext,
+};
+use tokenwatch_common::{counter, ConnectEvent, EventHeader, EventKind, COMM_LEN, EVENT_VERSION, SUN_PATH_MAX};
+
+use crate::{bump, config_path_byte, config_path_len, config_self_tgid, EVENTS};
+
+const AF_UNIX: u16 = 1;
+/// `offsetof(struct sockaddr_un, sun_path)`.
+const SUN_PATH_OFFSET: usize = 2;
+
+// Field offsets from /sys/kernel/tracing/events/syscalls/sys_{enter,exit}_connect/format
+// (syscall tracepoints: stable ABI, every argument widened to 8 bytes).
+const ENTER_FD: usize = 16;
+const ENTER_USERVADDR: usize = 24;
+const ENTER_ADDRLEN: usize = 32;
+const EXIT_RET: usize = 16;
+
+/// A `connect()` in flight to the watched path, by thread.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Pending {
+    start_ns: u64,
+    fd: i32,
+    _pad: u32,
+}
+
+/// Keyed by `pid_tgid`. LRU, so threads killed inside `connect()` (no exit
+/// event) cannot fill it.
+#[map]
+static CONNECT_PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(4096, 0);
+
+#[tracepoint]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    let _ = try_sys_enter_connect(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    let _ = try_sys_exit_connect(&ctx);
+    0
+}
+
+/// `Err` carries a helper's (negative) error code; `Ok` also covers "not ours".
+fn try_sys_enter_connect(ctx: &TracePointContext) -> Result<(), i32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if (pid_tgid >> 32) as u32 == config_self_tgid() {
+        return Ok(());
+    }
+    let want = config_path_len();
+    if want == 0 || want > SUN_PATH_MAX {
+        return Ok(());
+    }
+    // SAFETY: offsets are from the tracepoint's format file.
+    let (fd, addr, addrlen) = unsafe {
+        (ctx.read_at::<i64>(ENTER_FD)?, ctx.read_at::<u64>(ENTER_USERVADDR)?, ctx.read_at::<i64>(ENTER_ADDRLEN)?)
+    };
+    // The kernel reads at most sizeof(sockaddr_un) bytes and treats sun_path
+    // as NUL-terminated: addrlen may count a trailing NUL (Go does) or the
+    // whole struct (C code passing sizeof), so the path may be shorter than
+    // addrlen − 2 as long as a NUL follows it.
+    let path_len = (addrlen as usize).wrapping_sub(SUN_PATH_OFFSET);
+    if addrlen < SUN_PATH_OFFSET as i64 + 1 || path_len < want {
+        return Ok(());
+    }
+    // SAFETY: reads user memory through the helper, which faults safely.
+    let family = unsafe { bpf_probe_read_user(addr as *const u16)? };
+    if family != AF_UNIX {
+        return Ok(());
+    }
+    // The configured path plus, when the caller's is longer, its terminator.
+    let mut n = if path_len > want { want + 1 } else { want };
+    if n > SUN_PATH_MAX {
+        n = SUN_PATH_MAX;
+    }
+    let mut buf = [0u8; SUN_PATH_MAX];
+    // SAFETY: 1 ≤ n ≤ SUN_PATH_MAX = buf.len(); the helper faults safely.
+    let rc = unsafe {
+        generated::bpf_probe_read_user(buf.as_mut_ptr().cast(), n as u32, (addr as usize + SUN_PATH_OFFSET) as *const _)
+    };
+    if rc < 0 {
+        return Err(rc as i32);
+    }
+    // Abstract sockets (sun_path[0] == 0) never match a configured path.
+    if buf[0] == 0 {
+        return Ok(());
+    }
+    let mut i = 0;
+    while i < SUN_PATH_MAX {
+        if i >= want {
+            break;
+        }
+        if buf[i] != config_path_byte(i) {
+            return Ok(());
+        }
+        i += 1;
+    }
+    if n > want && want < SUN_PATH_MAX && buf[want] != 0 {
+        return Ok(());
+    }
+    let pending = Pending { start_ns: ktime_ns(), fd: fd as i32, _pad: 0 };
+    CONNECT_PENDING.insert(&pid_tgid, &pending, 0)?;
+    Ok(())
+}
+
+fn try_sys_exit_connect(ctx: &TracePointContext) -> Result<(), i32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let pending = match unsafe { CONNECT_PENDING.get(&pid_tgid) } {
+        Some(p) => *p,
+        None => return Ok(()),
+    };
+    let _ = CONNECT_PENDING.remove(&pid_tgid);
+    // SAFETY: offset from the tracepoint's format file.
+    let ret = unsafe { ctx.read_at::<i64>(EXIT_RET)? };
+    let now = ktime_ns();
+
+    let Some(mut entry) = EVENTS.reserve::<ConnectEvent>(0) else {
+        bump(counter::LOST);
+        return Ok(());
+    };
+    let uid_gid = bpf_get_current_uid_gid();
+    let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+    entry.write(ConnectEvent {
+        header: EventHeader {
+            kind: EventKind::Connect as u16,
+            version: EVENT_VERSION,
+            len: core::mem::size_of::<ConnectEvent>() as u32,
+            tgid: (pid_tgid >> 32) as u32,
+            tid: pid_tgid as u32,
+            ts_ns: now,
+        },
+        uid: uid_gid as u32,
+        gid: (uid_gid >> 32) as u32,
+        fd: pending.fd,
+        ret: ret as i32,
+        latency_ns: now.saturating_sub(pending.start_ns),
+        comm,
+    });
+    entry.submit(0);
+    bump(counter::SENT);
+    Ok(())
+}
+
+#[inline(always)]
+fn ktime_ns() -> u64 {
+    // SAFETY: helper without arguments or memory access.
+    unsafe { bpf_ktime_get_ns() }
+}
