@@ -33,6 +33,26 @@ enum Command {
         #[arg(long, default_value = client::DEFAULT_URL)]
         url: String,
     },
+    /// The on-call runbook: token-agent's process, socket, logs, compute-node's journal, advice; exit 0 healthy, 1 problems.
+    Diagnose {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// How far back to read the logs and the journal.
+        #[arg(long, default_value = crate::diagnose::DEFAULT_SINCE, value_parser = crate::diagnose::parse_since)]
+        since: std::time::Duration,
+    },
+    /// Parse an access log offline: one normalized JSON object per line on stdout,
+    /// bad lines (with numbers) on stderr; exit 0 all parsed, 1 some not.
+    Parse {
+        /// auto | tskv | json | logfmt | delimited (default: the config's log_format, else auto).
+        #[arg(long)]
+        format: Option<String>,
+        /// Configuration file for `delimiter`/`columns` (delimited).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// The log to read; `-` or nothing for stdin.
+        file: Option<PathBuf>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -57,6 +77,8 @@ pub fn main() -> ExitCode {
                 }
             }
         }),
+        Command::Parse { format, config, file } => parse(format, config, file),
+        Command::Diagnose { config, since } => crate::diagnose::main(config.as_deref(), since),
         Command::Status { url } => runtime(1).block_on(async {
             match client::fetch_status(&url).await {
                 Ok(s) => {
@@ -69,6 +91,38 @@ pub fn main() -> ExitCode {
                 }
             }
         }),
+    }
+}
+
+fn parse(format: Option<String>, config: Option<PathBuf>, file: Option<PathBuf>) -> ExitCode {
+    let fail = |msg: String| {
+        eprintln!("tokenwatch: {msg}");
+        ExitCode::from(2)
+    };
+    let cfg = match Config::load(config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    let ta = cfg.token_agent;
+    let format = match format.as_deref().map(|f| f.parse::<crate::config::LogFormat>()) {
+        None => ta.log_format,
+        Some(Ok(f)) => f,
+        Some(Err(e)) => return fail(e),
+    };
+    let delimiter = ta.delimiter.as_deref().unwrap_or("|");
+    let columns = ta.columns.unwrap_or_default();
+    let (stdout, stderr) = (std::io::stdout().lock(), std::io::stderr().lock());
+    let result = match file.as_deref().filter(|f| f.as_os_str() != "-") {
+        None => crate::format::run_parse(format, delimiter, &columns, std::io::stdin().lock(), stdout, stderr),
+        Some(path) => match std::fs::File::open(path) {
+            Ok(f) => crate::format::run_parse(format, delimiter, &columns, std::io::BufReader::new(f), stdout, stderr),
+            Err(e) => return fail(format!("cannot read {}: {e}", path.display())),
+        },
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => fail(e.to_string()),
     }
 }
 

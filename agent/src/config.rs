@@ -68,6 +68,20 @@ pub enum LogFormat {
     Delimited,
 }
 
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "auto" => Self::Auto,
+            "tskv" => Self::Tskv,
+            "json" => Self::Json,
+            "logfmt" => Self::Logfmt,
+            "delimited" => Self::Delimited,
+            other => return Err(format!("unknown log format {other:?} (auto, tskv, json, logfmt, delimited)")),
+        })
+    }
+}
+
 /// Which clients are compute-node.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -168,12 +182,28 @@ pub struct Ebpf {
     pub enabled: bool,
     /// true: exit 2 when the probes cannot load; false: report the source as failed and go on.
     pub required: bool,
+    /// When the I/O probes that capture calls (method, status, `expires_at`)
+    /// are attached: `adaptive` only while needed (after a client connects,
+    /// at start until each open connection showed a call, around clients'
+    /// `refresh_at`, while errors persist), `always`, or `off` (connects only).
+    /// Attached, they add a few hundred ns to every read/write on the host.
+    pub capture: CaptureMode,
 }
 
 impl Default for Ebpf {
     fn default() -> Self {
-        Self { enabled: true, required: false }
+        Self { enabled: true, required: false, capture: CaptureMode::Adaptive }
     }
+}
+
+/// `[ebpf] capture`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureMode {
+    #[default]
+    Adaptive,
+    Always,
+    Off,
 }
 
 /// A configuration problem, printed as one line.
@@ -315,6 +345,17 @@ mod tests {
         assert!(c.validated().unwrap_err().contains("token_agent.socket"));
         let c = Config::parse("[export]\notlp_protocol = \"http/json\"").unwrap();
         assert!(c.validated().unwrap_err().contains("otlp_protocol"));
+    }
+
+    #[test]
+    fn ebpf_capture_parses() {
+        assert_eq!(Config::default().ebpf.capture, CaptureMode::Adaptive);
+        for (text, mode) in [("adaptive", CaptureMode::Adaptive), ("always", CaptureMode::Always), ("off", CaptureMode::Off)] {
+            let c = Config::parse(&format!("[ebpf]\ncapture = \"{text}\"")).unwrap();
+            assert_eq!(c.ebpf.capture, mode, "{text}");
+        }
+        let e = Config::parse("[ebpf]\ncapture = \"sometimes\"").unwrap_err();
+        assert!(e.contains("sometimes") && e.contains("adaptive"), "{e}");
     }
 
     #[test]

@@ -91,13 +91,15 @@ impl GrpcStatus {
 
     /// Parses a code name in any case and with `_`/`-`/camel-case spelling
     /// (`UNAVAILABLE`, `Unavailable`, `DeadlineExceeded`) or a number (`14`).
+    /// Allocation-free: it runs once per access-log line.
     pub fn parse(s: &str) -> Option<Self> {
         let s = s.trim();
         if let Ok(n) = s.parse::<u32>() {
             return Some(Self(n));
         }
-        let norm: String = s.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_uppercase()).collect();
-        Self::NAMES.iter().position(|n| n.replace('_', "") == norm).map(|i| Self(i as u32))
+        let letters = |x: &'static str| x.bytes().filter(|b| *b != b'_');
+        let given = || s.bytes().filter(u8::is_ascii_alphanumeric).map(|b| b.to_ascii_uppercase());
+        Self::NAMES.iter().position(|n| letters(n).eq(given())).map(|i| Self(i as u32))
     }
 
     pub fn is_ok(self) -> bool {
@@ -160,6 +162,44 @@ pub enum Event {
     AgentError(AgentError),
     /// A process exited (or exec'd into something else): its cached token is gone.
     ProcessExit { pid: u32, at: SystemTime },
+    /// A log source applied everything up to this position: persisted with the
+    /// state, so a restart resumes exactly after the last applied line.
+    LogPosition(LogPosition),
+}
+
+/// Which of token-agent's logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogKind {
+    AccessLog,
+    AppLog,
+}
+
+impl LogKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogKind::AccessLog => "access_log",
+            LogKind::AppLog => "app_log",
+        }
+    }
+}
+
+/// Identity of a log file: device + inode and a fingerprint of its first bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+    /// Hash of the first bytes (up to a fixed length), and how many bytes it covers.
+    pub fingerprint: u64,
+    pub fingerprint_len: u32,
+}
+
+/// "Everything of `file` before `offset` has been applied."
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogPosition {
+    pub kind: LogKind,
+    pub file: FileId,
+    pub offset: u64,
 }
 
 /// The symbolic name of an errno (`ENOENT`), or `E<n>` for an unknown one.

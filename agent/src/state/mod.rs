@@ -24,7 +24,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use crate::events::{errno_name, AgentError, CallObserved, ConnectObserved, Event};
+use crate::events::{errno_name, AgentError, CallObserved, ConnectObserved, Event, LogKind, LogPosition};
 
 /// What the state machine needs from the configuration.
 #[derive(Debug, Clone)]
@@ -69,6 +69,8 @@ pub struct State {
     last_connect: Option<(SystemTime, bool)>,
     /// Units whose process exited while token-agent was failing → since when.
     lost_tokens: BTreeMap<String, (SystemTime, u32)>,
+    /// How far each log has been applied (persisted with the facts).
+    log_positions: BTreeMap<LogKind, LogPosition>,
     /// Bumped whenever persisted facts change.
     generation: u64,
 }
@@ -83,6 +85,7 @@ impl State {
             call_times: VecDeque::new(),
             last_connect: None,
             lost_tokens: BTreeMap::new(),
+            log_positions: BTreeMap::new(),
             generation: 0,
         }
     }
@@ -94,6 +97,11 @@ impl State {
     /// Changes whenever a fact worth persisting changed.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Where a log source resumes after a restart (restored from the facts file).
+    pub fn log_position(&self, kind: LogKind) -> Option<&LogPosition> {
+        self.log_positions.get(&kind)
     }
 
     /// Clients believed alive, with the executable they ran (for the exit watcher).
@@ -111,6 +119,10 @@ impl State {
             Event::Call(c) => self.apply_call(c),
             Event::AgentError(e) => self.apply_agent_error(e),
             Event::ProcessExit { pid, at } => self.apply_exit(*pid, *at),
+            Event::LogPosition(p) => {
+                self.log_positions.insert(p.kind, p.clone());
+                self.generation += 1;
+            }
         }
     }
 
@@ -132,7 +144,7 @@ impl State {
     }
 
     fn apply_call(&mut self, c: &CallObserved) {
-        if c.method.as_deref().is_some_and(|m| !method_matches(&self.settings.method, m)) {
+        if c.method.as_deref().is_some_and(|m| !crate::format::method_matches(&self.settings.method, m)) {
             return; // another method of token-agent: not about tokens
         }
         let (window, lifetime) = (self.settings.error_window, self.settings.assumed_lifetime);
@@ -232,10 +244,6 @@ fn status_label(s: Option<crate::events::GrpcStatus>) -> String {
     s.map_or_else(|| "UNDECODED".to_string(), |s| s.name())
 }
 
-/// A configured full method matches a full or short (`GetToken`) method.
-pub fn method_matches(configured: &str, seen: &str) -> bool {
-    seen == configured || configured.rsplit('/').next() == Some(seen.trim_start_matches('/'))
-}
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,193 @@
+//! JSON lines: one object per line. Top-level string, number and bool values
+//! become pairs (numbers in their JSON spelling); `null`, arrays and nested
+//! objects are skipped. Keys and values borrow the line unless escaped.
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+use super::{ParseError, Sink};
+
+/// Feeds each top-level key/value pair of a JSON object line to `sink`.
+pub fn parse<'a>(line: &'a str, sink: &mut impl Sink<'a>) -> Result<(), ParseError> {
+    let mut de = serde_json::Deserializer::from_str(line);
+    let mut not_object = false;
+    let r = de.deserialize_any(ObjectVisitor { sink, not_object: &mut not_object }).and_then(|()| de.end());
+    match r {
+        Ok(()) => Ok(()),
+        Err(_) if not_object => Err(ParseError::JsonNotObject),
+        // serde_json's message may quote the input: keep only category and column.
+        Err(e) => Err(ParseError::Json { kind: category(&e), column: e.column() }),
+    }
+}
+
+/// The pairs of a JSON line, in order.
+pub fn pairs(line: &str) -> Result<super::Pairs<'_>, ParseError> {
+    let mut out = Vec::new();
+    parse(line, &mut |k, v| out.push((k, v)))?;
+    Ok(out)
+}
+
+fn category(e: &serde_json::Error) -> &'static str {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Io => "io",
+        Category::Syntax => "syntax",
+        Category::Data => "data",
+        Category::Eof => "unexpected end",
+    }
+}
+
+struct ObjectVisitor<'s, S> {
+    sink: &'s mut S,
+    not_object: &'s mut bool,
+}
+
+impl<'de, S: Sink<'de>> Visitor<'de> for ObjectVisitor<'_, S> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key_seed(Str)? {
+            if let Some(value) = map.next_value_seed(Scalar)? {
+                (self.sink)(key, value);
+            }
+        }
+        Ok(())
+    }
+
+    // Anything but an object: record it; the error message itself is discarded.
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.not_any()
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.not_any()
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.not_any()
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.not_any()
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        self.not_any()
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.not_any()
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        self.not_any()
+    }
+}
+
+impl<S> ObjectVisitor<'_, S> {
+    fn not_any<E: de::Error>(self) -> Result<(), E> {
+        *self.not_object = true;
+        Err(E::custom("not an object"))
+    }
+}
+
+/// A key: borrowed from the line unless it had escapes.
+struct Str;
+
+impl<'de> DeserializeSeed<'de> for Str {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(Scalar).map(|v| v.unwrap_or(Cow::Borrowed("")))
+    }
+}
+
+/// A value as text; `None` for null, arrays and objects.
+struct Scalar;
+
+impl<'de> DeserializeSeed<'de> for Scalar {
+    type Value = Option<Cow<'de, str>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Scalar {
+    type Value = Option<Cow<'de, str>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(v)))
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Borrowed(if v { "true" } else { "false" })))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(v.to_string())))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(v.to_string())))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        // `Display` for f64 is the shortest round-trip form, never exponent notation.
+        Ok(Some(Cow::Owned(v.to_string())))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        IgnoredAny.visit_seq(seq).map(|_| None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        IgnoredAny.visit_map(map).map(|_| None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(line: &str) -> Vec<(String, String)> {
+        pairs(line).unwrap().into_iter().map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+    }
+
+    fn p(k: &str, v: &str) -> (String, String) {
+        (k.into(), v.into())
+    }
+
+    #[test]
+    fn scalars_become_text() {
+        assert_eq!(
+            kv(
+                r#"{"ts":1732543200.5,"pid":12,"neg":-3,"ok":true,"msg":"a\"b\u00e9","n":null,"arr":[1,{"x":2}],"obj":{"y":"z"}}"#
+            ),
+            [p("ts", "1732543200.5"), p("pid", "12"), p("neg", "-3"), p("ok", "true"), p("msg", "a\"bé")]
+        );
+        assert_eq!(kv(" { } "), Vec::<(String, String)>::new());
+    }
+
+    #[test]
+    fn borrowed_when_unescaped() {
+        let ps = pairs(r#"{"method":"/a.B/C"}"#).unwrap();
+        assert!(matches!(ps[0].0, Cow::Borrowed(_)) && matches!(ps[0].1, Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn errors_never_quote_the_line() {
+        assert_eq!(pairs("[1,2]"), Err(ParseError::JsonNotObject));
+        assert_eq!(pairs(r#""t1.secret""#), Err(ParseError::JsonNotObject));
+        let e = pairs(r#"{"token":"t1.secret"#).unwrap_err();
+        assert!(matches!(e, ParseError::Json { kind: "unexpected end", .. }), "{e:?}");
+        let e = pairs(r#"{"a":1} t1.secret"#).unwrap_err();
+        assert!(!e.to_string().contains("secret"), "{e}");
+        assert!(matches!(pairs(""), Err(ParseError::Json { .. })));
+        let deep = "[".repeat(10_000);
+        assert!(pairs(&format!("{{\"a\":{deep}")).is_err());
+    }
+}
