@@ -1,17 +1,25 @@
 //! tokenwatch's eBPF programs. Built only for `bpfel-unknown-none` by
 //! `cargo xtask build`; the agent embeds the object and loads it with aya.
 //!
-//! One module per hook family; shared maps and the load-time config live here.
+//! One module per hook family (`probes/`); the tracked-connection maps and
+//! their bookkeeping in `tracked`; shared maps and the load-time config here.
 #![no_std]
 #![no_main]
+// atomic_xadd: the bpf target has 64-bit atomics but no CAS, so core's
+// `AtomicU64::fetch_add` is missing; the intrinsic lowers to BPF_XADD.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod probes;
+mod tracked;
 
 use aya_ebpf::{
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, RingBuf},
 };
-use tokenwatch_common::{counter, ProbeConfig};
+use tokenwatch_common::{
+    config_flags, counter, EventHeader, EventKind, ProbeConfig, EVENT_VERSION, TrackedConn, TrackedKey, MAX_TRACKED, MAX_TRACKED_PROCESSES,
+};
 
 /// Load-time configuration, written by the agent with
 /// `EbpfLoader::override_global` (formerly `set_global`) before load. It lives
@@ -22,7 +30,19 @@ static CONFIG: ProbeConfig = ProbeConfig::empty();
 
 /// Every record for userspace; each starts with an `EventHeader`.
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(512 * 1024, 0);
+
+/// Processes holding tracked connections → how many. The first (and for
+/// every other process the only) lookup of each I/O probe. An entry stays
+/// (possibly at 0) until the process exits or execs.
+#[map]
+static TRACKED_TGIDS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_TRACKED_PROCESSES, 0);
+
+/// Tracked client connections to the watched socket: added by the connect
+/// probe and by userspace discovery, removed by the close probe (and by
+/// userspace after a process exit or a failed revalidation).
+#[map]
+static TRACKED: HashMap<TrackedKey, TrackedConn> = HashMap::with_max_entries(MAX_TRACKED, 0);
 
 /// Self-metrics, indexed by `tokenwatch_common::counter::*`.
 #[map]
@@ -50,6 +70,39 @@ fn config_path_byte(i: usize) -> u8 {
         // SAFETY: in-bounds element of a valid static.
         Some(b) => unsafe { core::ptr::read_volatile(b) },
         None => 0,
+    }
+}
+
+/// Optional kernel features userspace found (`config_flags`).
+#[inline(always)]
+fn config_flag_bits() -> u32 {
+    // SAFETY: reading a field of a valid static.
+    unsafe { core::ptr::read_volatile(&CONFIG.flags) }
+}
+
+/// Whether `sched_process_exit` carries `group_dead`.
+#[inline(always)]
+fn exit_has_group_dead() -> bool {
+    config_flag_bits() & config_flags::EXIT_HAS_GROUP_DEAD != 0
+}
+
+/// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC, what userspace converts to wall time.
+#[inline(always)]
+fn ktime_ns() -> u64 {
+    // SAFETY: helper without arguments or memory access.
+    unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() }
+}
+
+/// The common header of a record of `kind` and `len` bytes, by the current task.
+#[inline(always)]
+fn header(kind: EventKind, len: usize, pid_tgid: u64, ts_ns: u64) -> EventHeader {
+    EventHeader {
+        kind: kind as u16,
+        version: EVENT_VERSION,
+        len: len as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        ts_ns,
     }
 }
 

@@ -15,7 +15,13 @@ use crate::{
         otlp::{OtlpTarget, Telemetry},
         signals::{SharedSnapshot, Signals},
     },
-    sources::{ebpf, proc, Health, SourceState},
+    events::LogKind,
+    format::LineParser,
+    sources::{
+        ebpf,
+        log_events::{self, LineCounter},
+        proc, Health, SourceState,
+    },
     state::{persist, Settings, SourcesSnapshot, State},
     statefile,
 };
@@ -43,6 +49,8 @@ pub enum StartError {
     Telemetry(#[from] crate::export::otlp::TelemetryError),
     #[error("cannot listen on {listen} ([http] listen): {source}")]
     Listen { listen: String, source: std::io::Error },
+    #[error("bad token_agent log format settings: {0}")]
+    LogFormat(String),
     #[error("eBPF is required ([ebpf] required = true) but cannot load: {0}")]
     EbpfRequired(ebpf::EbpfError),
 }
@@ -55,7 +63,12 @@ struct Sources {
 
 impl Sources {
     fn snapshot(&self) -> SourcesSnapshot {
-        SourcesSnapshot { ebpf: self.ebpf.get(), access_log: self.access_log.get(), app_log: self.app_log.get() }
+        let log = |h: &Health| {
+            let mut s = h.get();
+            s.lines = Some(s.events);
+            s
+        };
+        SourcesSnapshot { ebpf: self.ebpf.get(), access_log: log(&self.access_log), app_log: log(&self.app_log) }
     }
 }
 
@@ -81,26 +94,28 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         })?)
     };
 
-    let not_yet = "log tailing is not part of this version";
     let sources = Sources {
         ebpf: Health::new(SourceState::Starting, "loading"),
-        access_log: Health::new(SourceState::Disabled, not_yet),
-        app_log: Health::new(SourceState::Disabled, not_yet),
+        access_log: Health::new(SourceState::Starting, "starting"),
+        app_log: Health::new(SourceState::Starting, "starting"),
     };
+    // Facts first: the log sources resume from the positions saved with them.
+    let mut owner = Owner::new(State::new(Settings::from_config(&cfg)), cfg.state.dir.join(FACTS_FILE));
+    owner.restore();
+
     let (tx, rx) = mpsc::channel::<Event>(EVENT_QUEUE);
     let mut tasks = tokio::task::JoinSet::new();
-    start_ebpf(&cfg, tx.clone(), sources.ebpf.clone(), &mut tasks)?;
-    drop(tx);
+    let (capture_hints, hints_rx) = tokio::sync::watch::channel(ebpf::CaptureHint::default());
+    start_ebpf(&cfg, tx.clone(), sources.ebpf.clone(), hints_rx, &mut tasks)?;
+    start_logs(&cfg, &owner.state, &signals, &sources, tx, &mut tasks)?;
 
     if let Some(listener) = listener {
         tracing::info!("serving /metrics, /status, /healthz on http://{}", cfg.http.listen);
         tasks.spawn(http::serve(listener, http::router(telemetry.registry.clone(), latest.clone())));
     }
 
-    let mut owner = Owner::new(State::new(Settings::from_config(&cfg)), cfg.state.dir.join(FACTS_FILE));
-    owner.restore();
     tokio::select! {
-        _ = owner.run(rx, &signals, &sources, &latest) => {}
+        _ = owner.run(rx, &signals, &sources, &latest, &capture_hints) => {}
         _ = shutdown_signal() => tracing::info!("stopping"),
     }
     owner.persist();
@@ -109,10 +124,38 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     Ok(())
 }
 
+/// Starts following token-agent's access and app logs.
+fn start_logs(
+    cfg: &Config,
+    state: &State,
+    signals: &Signals,
+    sources: &Sources,
+    tx: mpsc::Sender<Event>,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> Result<(), StartError> {
+    let ta = &cfg.token_agent;
+    let parser = || {
+        let columns = ta.columns.clone().unwrap_or_default();
+        LineParser::new(ta.log_format, ta.delimiter.as_deref().unwrap_or("|"), &columns)
+            .map_err(|e| StartError::LogFormat(e.to_string()))
+    };
+    let counter = |health: &Health| LineCounter { counter: signals.log_lines(), health: health.clone() };
+    let (access, app) = (counter(&sources.access_log), counter(&sources.app_log));
+    let (c1, c2, tx2) = (cfg.clone(), cfg.clone(), tx.clone());
+    let (p1, p2) = (parser()?, parser()?);
+    let (r1, r2) = (state.log_position(LogKind::AccessLog).cloned(), state.log_position(LogKind::AppLog).cloned());
+    tasks.spawn(async move { log_events::run_access_log(&c1, p1, r1, tx, access).await });
+    tasks.spawn(async move { log_events::run_app_log(&c2, p2, r2, tx2, app).await });
+    Ok(())
+}
+
+/// Starts the eBPF source (connects, and calls while capturing); `hints`
+/// carries the state's next `refresh_at` and failing flag to its capture windows.
 fn start_ebpf(
     cfg: &Config,
     tx: mpsc::Sender<Event>,
     health: Health,
+    hints: tokio::sync::watch::Receiver<ebpf::CaptureHint>,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> Result<(), StartError> {
     if !cfg.ebpf.enabled {
@@ -120,11 +163,12 @@ fn start_ebpf(
         return Ok(());
     }
     let socket = cfg.token_agent.socket.clone();
+    let settings = ebpf::Settings::from_config(cfg);
     if cfg.ebpf.required {
-        let source = ebpf::EbpfSource::load(&socket).map_err(StartError::EbpfRequired)?;
-        tasks.spawn(source.run(tx, health));
+        let source = ebpf::EbpfSource::load_with(&socket, settings).map_err(StartError::EbpfRequired)?;
+        tasks.spawn(source.run_with(tx, health, hints));
     } else {
-        tasks.spawn(ebpf::run_with_retry(socket, tx, health, EBPF_RETRY));
+        tasks.spawn(ebpf::run_with_retry(socket, settings, tx, health, hints, EBPF_RETRY));
     }
     Ok(())
 }
@@ -175,7 +219,14 @@ impl Owner {
         self.last_persist = Instant::now();
     }
 
-    async fn run(&mut self, mut rx: mpsc::Receiver<Event>, signals: &Signals, sources: &Sources, latest: &SharedSnapshot) {
+    async fn run(
+        &mut self,
+        mut rx: mpsc::Receiver<Event>,
+        signals: &Signals,
+        sources: &Sources,
+        latest: &SharedSnapshot,
+        hints: &tokio::sync::watch::Sender<ebpf::CaptureHint>,
+    ) {
         let mut tick = tokio::time::interval(EVALUATE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut open = true;
@@ -195,6 +246,13 @@ impl Owner {
                 _ = tick.tick() => self.watch_exits(signals),
             }
             self.publish(sources, latest);
+            let (next_refresh_at, failing) = self.state.capture_inputs(SystemTime::now());
+            hints.send_if_modified(|h| {
+                let new = ebpf::CaptureHint { next_refresh_at, failing };
+                let changed = *h != new;
+                *h = new;
+                changed
+            });
             if self.last_persist.elapsed() >= PERSIST_EVERY {
                 self.persist();
             }

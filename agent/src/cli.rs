@@ -35,6 +35,7 @@ enum Command {
     },
     /// The on-call runbook: token-agent's process, socket, logs, compute-node's journal, advice; exit 0 healthy, 1 problems.
     Diagnose {
+        /// Configuration file (default /etc/tokenwatch/config.toml, optional).
         #[arg(short, long)]
         config: Option<PathBuf>,
         /// How far back to read the logs and the journal.

@@ -16,13 +16,14 @@ pub struct Process {
 }
 
 impl Process {
-    /// The executable's file name, else `comm`.
+    /// The executable's file name, else `comm`, else `unknown` (a log line without a pid).
     pub fn name(&self) -> &str {
         self.exe
             .as_deref()
             .and_then(|e| e.rsplit('/').next())
             .filter(|n| !n.is_empty())
-            .unwrap_or(&self.comm)
+            .or(Some(self.comm.as_str()).filter(|c| !c.is_empty()))
+            .unwrap_or("unknown")
     }
 
     /// The `client` label: the systemd unit when there is one, else the process name.

@@ -146,16 +146,25 @@ async fn connect_child(path: &Path, form: AddrForm) -> ChildConnect {
 /// The next event, which must be a connect by `pid`: anything else (e.g. a
 /// connect that should have been filtered in the kernel) fails the test.
 /// `silent` names the children whose connects must not be reported.
+/// Exits of children whose connect succeeded (tracked processes) are
+/// collected into `exits` on the way.
 async fn next_connect(
     rx: &mut mpsc::Receiver<Event>,
     pid: u32,
     what: &str,
     silent: &[(u32, String)],
+    exits: &mut Vec<u32>,
 ) -> ConnectObserved {
-    let ev = tokio::time::timeout(EVENT_TIMEOUT, rx.recv())
-        .await
-        .unwrap_or_else(|_| panic!("no event within {EVENT_TIMEOUT:?} for {what} (pid {pid})"))
-        .expect("eBPF source stopped");
+    let ev = loop {
+        let ev = tokio::time::timeout(EVENT_TIMEOUT, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no event within {EVENT_TIMEOUT:?} for {what} (pid {pid})"))
+            .expect("eBPF source stopped");
+        match ev {
+            Event::ProcessExit { pid, .. } => exits.push(pid),
+            other => break other,
+        }
+    };
     let Event::Connect(c) = ev else { panic!("the eBPF source sent a non-connect event: {ev:?}") };
     if let Some((_, leaked)) = silent.iter().find(|(p, _)| *p == c.process.pid) {
         panic!("{leaked} was reported, but must not leave the kernel: {c:?}");
@@ -218,15 +227,19 @@ async fn reports_connects_to_the_watched_socket_only() {
     let health = Health::new(SourceState::Starting, "");
     let task = tokio::spawn(source.run(tx, health.clone()));
     let mut expected_events = 0;
+    // Children whose connect succeeded: tracked, so their exit is reported.
+    let mut tracked_children = Vec::new();
+    let mut exits = Vec::new();
 
     // (a) successful connects, with each way clients size the address
     for form in [AddrForm::Nul, AddrForm::Exact, AddrForm::Full] {
         let what = format!("successful connect ({form:?})");
         let child = connect_child(&watched, form).await;
         assert_eq!(child.errno, 0, "{what}: {child:?}");
-        let c = next_connect(&mut rx, child.pid, &what, &[]).await;
+        let c = next_connect(&mut rx, child.pid, &what, &[], &mut exits).await;
         check(&c, &child, &what);
-        expected_events += 1;
+        expected_events += 2; // the connect and the exit
+        tracked_children.push(child.pid);
     }
     assert_eq!(health.get().state, SourceState::Running);
     assert!(health.get().detail.contains("syscalls/sys_enter_connect"), "{:?}", health.get());
@@ -235,7 +248,7 @@ async fn reports_connects_to_the_watched_socket_only() {
     drop(listener);
     let child = connect_child(&watched, AddrForm::Nul).await;
     assert_eq!(child.errno, libc::ECONNREFUSED, "{child:?}");
-    let c = next_connect(&mut rx, child.pid, "stale socket", &[]).await;
+    let c = next_connect(&mut rx, child.pid, "stale socket", &[], &mut exits).await;
     check(&c, &child, "stale socket");
     assert_eq!(c.errno, Some(libc::ECONNREFUSED));
     expected_events += 1;
@@ -244,7 +257,7 @@ async fn reports_connects_to_the_watched_socket_only() {
     std::fs::remove_file(&watched).unwrap();
     let child = connect_child(&watched, AddrForm::Exact).await;
     assert_eq!(child.errno, libc::ENOENT, "{child:?}");
-    let c = next_connect(&mut rx, child.pid, "missing socket", &[]).await;
+    let c = next_connect(&mut rx, child.pid, "missing socket", &[], &mut exits).await;
     check(&c, &child, "missing socket");
     assert_eq!(c.errno, Some(libc::ENOENT));
     expected_events += 1;
@@ -274,9 +287,19 @@ async fn reports_connects_to_the_watched_socket_only() {
     // Sentinel: once its event arrives, everything above would have too;
     // next_connect fails on any event that is not the sentinel's.
     let child = connect_child(&watched, AddrForm::Nul).await;
-    let c = next_connect(&mut rx, child.pid, "sentinel connect", &silent).await;
+    let c = next_connect(&mut rx, child.pid, "sentinel connect", &silent, &mut exits).await;
     check(&c, &child, "sentinel connect");
-    expected_events += 1;
+    expected_events += 1; // the socket is gone by now: a failed connect, not tracked
+    // Each tracked child's exit, and nothing else (failed connects are not tracked).
+    while exits.len() < tracked_children.len() {
+        match tokio::time::timeout(EVENT_TIMEOUT, rx.recv()).await {
+            Ok(Some(Event::ProcessExit { pid, .. })) => exits.push(pid),
+            other => panic!("expected the exits of {tracked_children:?} (have {exits:?}), got {other:?}"),
+        }
+    }
+    exits.sort();
+    tracked_children.sort();
+    assert_eq!(exits, tracked_children, "exits of the tracked children");
     assert!(rx.try_recv().is_err(), "unexpected extra event");
 
     let status = health.get();

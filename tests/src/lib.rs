@@ -5,4 +5,5 @@
 pub mod agent_proc;
 pub mod otlp;
 pub mod proto;
+pub mod rotel;
 pub mod sim;

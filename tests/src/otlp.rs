@@ -26,6 +26,7 @@ use opentelemetry_proto::tonic::{
 };
 use prost::Message;
 use tokio::sync::Notify;
+use tonic::codec::CompressionEncoding;
 
 /// One received span, flattened for assertions.
 #[derive(Debug, Clone)]
@@ -200,8 +201,9 @@ impl Receiver {
         let svc = Arc::new(Grpc(store.clone()));
         let grpc_task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
-                .add_service(TraceServiceServer::from_arc(svc.clone()))
-                .add_service(MetricsServiceServer::from_arc(svc))
+                // collectors (rotel) send gzip by default
+                .add_service(TraceServiceServer::from_arc(svc.clone()).accept_compressed(CompressionEncoding::Gzip))
+                .add_service(MetricsServiceServer::from_arc(svc).accept_compressed(CompressionEncoding::Gzip))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc_l))
                 .await;
         });
@@ -244,6 +246,11 @@ impl Receiver {
     /// Waits until a received data point satisfies `pred`.
     pub async fn wait_point(&self, what: &str, timeout: Duration, pred: impl Fn(&Point) -> bool) -> Result<Point> {
         self.wait(what, timeout, || self.points().into_iter().rev().find(|p| pred(p))).await
+    }
+
+    /// Waits until more than `seen` data points have arrived in all.
+    pub async fn wait_more_points(&self, what: &str, timeout: Duration, seen: usize) -> Result<usize> {
+        self.wait(what, timeout, || Some(self.points().len()).filter(|n| *n > seen)).await
     }
 
     async fn wait<T>(&self, what: &str, timeout: Duration, find: impl Fn() -> Option<T>) -> Result<T> {

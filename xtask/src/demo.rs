@@ -25,9 +25,11 @@ pub struct Args {
     duration: Option<u64>,
 }
 
-/// The fault schedule, repeated: (seconds into the cycle, mode).
-const SCHEDULE: &[(u64, &str)] = &[(0, "ok"), (15, "down"), (40, "ok")];
-const CYCLE: u64 = 75;
+/// The fault schedule, repeated: (seconds into the cycle, mode). With 100 s
+/// tokens the client refreshes every 10 s; the demo config warns 3 s and
+/// goes critical 8 s after a missed refresh_at.
+const SCHEDULE: &[(u64, &str)] = &[(0, "ok"), (15, "unavailable"), (40, "ok"), (60, "down"), (85, "ok")];
+const CYCLE: u64 = 105;
 
 struct Procs(Vec<Child>);
 
@@ -73,6 +75,7 @@ pub fn run(args: Args) -> Result<()> {
     let client = Command::new(bins.join("sim-compute-node"))
         .arg("--socket")
         .arg(&socket)
+        .args(["--retry", "1s", "--retry-max", "2s"])
         .stdout(Stdio::null())
         .spawn()
         .context("starting sim-compute-node")?;
@@ -110,7 +113,7 @@ fn write_config(dir: &Path, socket: &Path, listen: &str) -> Result<PathBuf> {
     let path = dir.join("config.toml");
     let text = format!(
         "# written by cargo xtask demo\n[token_agent]\nsocket = {socket:?}\naccess_log = {al:?}\napp_log = {ap:?}\n\n\
-         [alert]\nerror_window = \"20s\"\n\n[http]\nlisten = {listen:?}\n\n[state]\ndir = {st:?}\n",
+         [alert]\nwarn_after = \"3s\"\ncrit_after = \"8s\"\nerror_window = \"10s\"\nassumed_lifetime = \"100s\"\n\n[http]\nlisten = {listen:?}\n\n[state]\ndir = {st:?}\n",
         socket = socket.display().to_string(),
         al = dir.join("access.log").display().to_string(),
         ap = dir.join("token-agent.log").display().to_string(),
@@ -178,11 +181,13 @@ fn status_line(base: &str) -> String {
         Some(false) => "NO",
         None => "?",
     };
-    let connects: u64 = s["clients"].as_array().into_iter().flatten().filter_map(|c| c["connects_ok"].as_u64()).sum();
+    let clients = s["clients"].as_array().cloned().unwrap_or_default();
+    let worst_overdue = clients.iter().filter_map(|c| c["overdue_seconds"].as_f64()).fold(0.0, f64::max);
+    let refreshes: u64 = clients.iter().filter_map(|c| c["calls"]["OK"].as_u64()).sum();
     format!(
-        "level={:<4} reachable={reach:<3} clients={} connects_ok={connects} errors_in_window={} | {}",
+        "level={:<4} reachable={reach:<3} clients={} ok_calls={refreshes} overdue={worst_overdue:>4.0}s errors={} | {}",
         s["level"].as_str().unwrap_or("?"),
-        s["clients"].as_array().map_or(0, |c| c.len()),
+        clients.len(),
         ta["errors_in_window"],
         s["summary"].as_str().unwrap_or("")
     )

@@ -2,9 +2,12 @@
 mod bench;
 mod build;
 mod demo;
+mod deploy_check;
+mod package;
 mod setup;
 mod test;
 mod util;
+mod vmtest;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +39,10 @@ enum Task {
     Demo(demo::Args),
     /// Benchmarks (criterion), reported as ratios against a baseline from the same run.
     Bench,
+    /// Build the release binary and a Debian package (target/package/tokenwatch_*.deb).
+    Package,
+    /// The eBPF tests in qemu on Debian kernels (5.10, 6.1, 6.12, newest backports) and the host: one row per kernel.
+    VmTest(vmtest::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,6 +54,8 @@ fn main() -> std::process::ExitCode {
         Task::Test { args } => test::run(&args),
         Task::Demo(args) => demo::run(args),
         Task::Bench => bench::run(),
+        Task::Package => package::run(),
+        Task::VmTest(args) => vmtest::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

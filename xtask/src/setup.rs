@@ -14,7 +14,18 @@ use crate::util::{self, output, root, target_dir};
 /// Debian packages the build and the tests need.
 /// - rustc-web, cargo-web, libstd-rust-web-dev-bpf: a rustc with a prebuilt
 ///   `core` for bpfel-unknown-none (rustup's toolchains here have no rust-src)
-const APT_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf"];
+/// - qemu-system-x86, busybox-static, kmod: `cargo xtask vm-test` (the kernel matrix)
+/// - prometheus: promtool, for the alert rules' unit tests (deploy/prometheus)
+const APT_PACKAGES: &[&str] = &[
+    "rustc-web",
+    "cargo-web",
+    "libstd-rust-web-dev-bpf",
+    "logrotate",
+    "qemu-system-x86",
+    "busybox-static",
+    "kmod",
+    "prometheus",
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian's rustc, the one that can build for bpfel-unknown-none.
 pub const DEBIAN_RUSTC: &str = "/usr/bin/rustc";

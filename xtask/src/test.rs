@@ -7,10 +7,12 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{build, setup, util};
+use crate::{build, package, setup, util};
 
 pub fn run(extra: &[String]) -> Result<()> {
     let built = build::all(build::Profile::Debug)?;
+    // the release package, for tests/tests/package.rs (installs it with dpkg)
+    let deb = package::build()?;
     let bin_dir = util::target_dir().join("debug");
     let mut cmd = util::host_cargo();
     cmd.args(["test", "-p", "tokenwatch", "-p", "tokenwatch-tests", "-p", "tokenwatch-common", "-p", "xtask"])
@@ -19,6 +21,7 @@ pub fn run(extra: &[String]) -> Result<()> {
         .env("TOKENWATCH_BIN", bin_dir.join("tokenwatch"))
         .env("TOKENWATCH_SIM_DIR", &bin_dir)
         .env("TOKENWATCH_VENV", setup::venv())
+        .env("TOKENWATCH_DEB", &deb)
         .stdout(Stdio::piped());
     let mut child = cmd.spawn().context("starting cargo test")?;
     let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);

@@ -10,20 +10,47 @@ pub const SUN_PATH_MAX: usize = 108;
 /// Length of a task's `comm`.
 pub const COMM_LEN: usize = 16;
 /// Version of the event layout; bumped on any change of a struct below.
-pub const EVENT_VERSION: u16 = 1;
+pub const EVENT_VERSION: u16 = 2;
+
+/// Payload bytes in one [`DataHeader`] record at most.
+pub const DATA_CHUNK: usize = 4096;
+/// Bytes copied per syscall at most (in up to `MAX_CAPTURE / DATA_CHUNK`
+/// records); the rest is counted as truncated and userspace sees a gap.
+pub const MAX_CAPTURE: usize = 16 * 1024;
+/// iovecs walked per `writev`/`readv`/`sendmsg`/`recvmsg` at most (grpcio
+/// sends a first request in about 27).
+pub const MAX_IOV: usize = 32;
+/// Tracked connections per process at most; more are not captured (counted).
+pub const MAX_TRACKED_PER_PROCESS: u32 = 64;
+/// Tracked connections in all (size of the `TRACKED` map).
+pub const MAX_TRACKED: u32 = 4096;
+/// Processes holding tracked connections (size of the `TRACKED_TGIDS` map).
+pub const MAX_TRACKED_PROCESSES: u32 = 1024;
 
 /// Kinds of ring-buffer records. Ids are stable and never reused.
 #[repr(u16)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
-    /// A `connect()` to the watched socket path returned (ok or error).
+    /// A `connect()` to the watched socket path returned (ok or error): [`ConnectEvent`].
     Connect = 1,
+    /// Bytes a tracked connection carried: [`DataHeader`] + payload.
+    Data = 2,
+    /// A tracked fd was closed: [`CloseEvent`].
+    Close = 3,
+    /// A process holding tracked connections exited: [`ProcessEvent`].
+    ProcessExit = 4,
+    /// A process holding tracked connections called `exec`: [`ProcessEvent`].
+    Exec = 5,
 }
 
 impl EventKind {
     pub fn from_u16(v: u16) -> Option<Self> {
         match v {
             1 => Some(Self::Connect),
+            2 => Some(Self::Data),
+            3 => Some(Self::Close),
+            4 => Some(Self::ProcessExit),
+            5 => Some(Self::Exec),
             _ => None,
         }
     }
@@ -31,7 +58,7 @@ impl EventKind {
 
 /// Common header of every ring-buffer record.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EventHeader {
     pub kind: u16,
     pub version: u16,
@@ -47,7 +74,7 @@ pub struct EventHeader {
 
 /// A `connect()` on an AF_UNIX socket whose path is the watched socket.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectEvent {
     pub header: EventHeader,
     pub uid: u32,
@@ -59,6 +86,112 @@ pub struct ConnectEvent {
     /// Time from `sys_enter_connect` to `sys_exit_connect`.
     pub latency_ns: u64,
     pub comm: [u8; COMM_LEN],
+    /// [`connect_flags`].
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// Bits of [`ConnectEvent::flags`].
+pub mod connect_flags {
+    /// The connection was added to `TRACKED`: its I/O is captured.
+    pub const TRACKED: u32 = 1;
+    /// Succeeded but not tracked: the per-process or total limit was reached.
+    pub const TRACK_FULL: u32 = 2;
+}
+
+/// Which way bytes flowed on a tracked (client) connection.
+pub mod direction {
+    /// The client wrote (request side).
+    pub const TX: u8 = 0;
+    /// The client read (response side).
+    pub const RX: u8 = 1;
+}
+
+/// The syscall that moved the bytes (diagnostics only).
+pub mod op {
+    pub const WRITE: u8 = 1;
+    pub const WRITEV: u8 = 2;
+    pub const SENDTO: u8 = 3;
+    pub const SENDMSG: u8 = 4;
+    pub const READ: u8 = 5;
+    pub const READV: u8 = 6;
+    pub const RECVFROM: u8 = 7;
+    pub const RECVMSG: u8 = 8;
+}
+
+/// Bits of [`DataHeader::flags`].
+pub mod data_flags {
+    /// The last record of this syscall.
+    pub const LAST: u8 = 1;
+    /// Bytes of this syscall after this record were not captured (cap,
+    /// iovec limit or a fault): the next bytes userspace sees follow a gap.
+    pub const TRUNCATED: u8 = 2;
+}
+
+/// Bytes moved by one syscall on a tracked connection: this header, then
+/// `data_len` bytes of payload (the record is `DATA_HEADER_LEN + data_len`
+/// long). One syscall yields up to `MAX_CAPTURE / DATA_CHUNK` records.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataHeader {
+    pub header: EventHeader,
+    /// Offset of the syscall's first byte in this direction's stream, counted
+    /// by the kernel over the bytes it saw (while the data probes were
+    /// attached). Consecutive syscalls continue each other; a jump is a gap.
+    pub stream_off: u64,
+    pub fd: i32,
+    pub uid: u32,
+    /// Bytes the syscall moved (its return value).
+    pub syscall_len: u32,
+    /// Offset of this record's payload within the syscall's bytes.
+    pub chunk_off: u32,
+    pub data_len: u32,
+    /// [`direction`].
+    pub direction: u8,
+    /// [`op`].
+    pub op: u8,
+    /// [`data_flags`].
+    pub flags: u8,
+    pub _pad: u8,
+}
+
+/// Size of [`DataHeader`]: the payload starts here.
+pub const DATA_HEADER_LEN: usize = core::mem::size_of::<DataHeader>();
+
+/// A tracked fd was closed (`close()` entered; the fd is gone either way).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CloseEvent {
+    pub header: EventHeader,
+    pub fd: i32,
+    pub _pad: u32,
+}
+
+/// A process with tracked connections exited or exec'd: every tracked fd of
+/// `header.tgid` is gone from the kernel's maps except in `TRACKED`, which
+/// userspace cleans.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessEvent {
+    pub header: EventHeader,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Key of the `TRACKED` map: one connection of one process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TrackedKey {
+    pub tgid: u32,
+    pub fd: i32,
+}
+
+/// Value of the `TRACKED` map: per-direction stream offsets (see
+/// [`DataHeader::stream_off`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrackedConn {
+    pub tx_off: u64,
+    pub rx_off: u64,
 }
 
 /// Load-time configuration of the probes, written into the object's
@@ -71,11 +204,23 @@ pub struct ProbeConfig {
     /// Length of `socket_path` in bytes (no trailing NUL); 0 disables matching.
     pub socket_path_len: u32,
     pub socket_path: [u8; SUN_PATH_MAX],
+    /// [`config_flags`].
+    pub flags: u32,
 }
+
+/// Bits of [`ProbeConfig::flags`].
+pub mod config_flags {
+    /// `sched/sched_process_exit` has the `group_dead` field (at
+    /// [`super::EXIT_GROUP_DEAD_OFFSET`]); else the leader's exit counts.
+    pub const EXIT_HAS_GROUP_DEAD: u32 = 1;
+}
+
+/// Offset of `group_dead` in `sched/sched_process_exit` (kernels that have it).
+pub const EXIT_GROUP_DEAD_OFFSET: usize = 32;
 
 impl ProbeConfig {
     pub const fn empty() -> Self {
-        Self { self_tgid: 0, socket_path_len: 0, socket_path: [0; SUN_PATH_MAX] }
+        Self { self_tgid: 0, socket_path_len: 0, socket_path: [0; SUN_PATH_MAX], flags: 0 }
     }
 }
 
@@ -85,16 +230,31 @@ pub mod counter {
     pub const LOST: u32 = 0;
     /// Records successfully submitted.
     pub const SENT: u32 = 1;
-    pub const COUNT: u32 = 2;
+    /// Syscalls on tracked connections whose bytes were not all captured.
+    pub const TRUNCATED: u32 = 2;
+    /// Successful connects to the socket that could not be tracked (limits).
+    pub const TRACK_FULL: u32 = 3;
+    /// `bpf_probe_read_user` failures while copying captured bytes.
+    pub const READ_FAULT: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 24);
-const _: () = assert!(core::mem::size_of::<ConnectEvent>() == 64);
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 116);
+const _: () = assert!(core::mem::size_of::<ConnectEvent>() == 72);
+const _: () = assert!(core::mem::size_of::<DataHeader>() == 56);
+const _: () = assert!(DATA_HEADER_LEN % 8 == 0);
+const _: () = assert!(core::mem::size_of::<CloseEvent>() == 32);
+const _: () = assert!(core::mem::size_of::<ProcessEvent>() == 40);
+const _: () = assert!(core::mem::size_of::<TrackedKey>() == 8);
+const _: () = assert!(core::mem::size_of::<TrackedConn>() == 16);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 120);
+const _: () = assert!(DATA_CHUNK.is_power_of_two() && MAX_CAPTURE % DATA_CHUNK == 0);
 
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain-old-data, `repr(C)`, no padding-dependent invariants.
     unsafe impl aya::Pod for super::ConnectEvent {}
     unsafe impl aya::Pod for super::ProbeConfig {}
+    unsafe impl aya::Pod for super::TrackedKey {}
+    unsafe impl aya::Pod for super::TrackedConn {}
 }

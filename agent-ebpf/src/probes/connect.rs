@@ -2,20 +2,24 @@
 //!
 //! `sys_enter_connect` filters (not the agent, AF_UNIX, path equals the
 //! configured one) and remembers start time and fd per thread;
-//! `sys_exit_connect` turns a remembered call into a [`ConnectEvent`].
+//! `sys_exit_connect` turns a remembered call into a [`ConnectEvent`] and,
+//! when it succeeded, starts tracking (tgid, fd) so the I/O probes capture
+//! the connection from its first byte (when they are attached).
 //! Other paths and abstract sockets never leave the kernel.
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_user,
         generated,
     },
     macros::{map, tracepoint},
     maps::LruHashMap,
     programs::TracePointContext,
 };
-use tokenwatch_common::{counter, ConnectEvent, EventHeader, EventKind, COMM_LEN, EVENT_VERSION, SUN_PATH_MAX};
+use tokenwatch_common::{
+    connect_flags, counter, ConnectEvent, EventKind, COMM_LEN, SUN_PATH_MAX,
+};
 
-use crate::{bump, config_path_byte, config_path_len, config_self_tgid, EVENTS};
+use crate::{bump, config_path_byte, config_path_len, config_self_tgid, header, ktime_ns, tracked, EVENTS};
 
 const AF_UNIX: u16 = 1;
 /// `offsetof(struct sockaddr_un, sun_path)`.
@@ -127,6 +131,20 @@ fn try_sys_exit_connect(ctx: &TracePointContext) -> Result<(), i32> {
     // SAFETY: offset from the tracepoint's format file.
     let ret = unsafe { ctx.read_at::<i64>(EXIT_RET)? };
     let now = ktime_ns();
+    let tgid = (pid_tgid >> 32) as u32;
+    // Track before the record goes out: the client writes right after
+    // connect() returns, and userspace learns of the connection later.
+    let flags = if ret == 0 {
+        match tracked::track(tgid, pending.fd) {
+            Ok(()) => connect_flags::TRACKED,
+            Err(tracked::TrackError::Full) => {
+                bump(counter::TRACK_FULL);
+                connect_flags::TRACK_FULL
+            }
+        }
+    } else {
+        0
+    };
 
     let Some(mut entry) = EVENTS.reserve::<ConnectEvent>(0) else {
         bump(counter::LOST);
@@ -135,28 +153,17 @@ fn try_sys_exit_connect(ctx: &TracePointContext) -> Result<(), i32> {
     let uid_gid = bpf_get_current_uid_gid();
     let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
     entry.write(ConnectEvent {
-        header: EventHeader {
-            kind: EventKind::Connect as u16,
-            version: EVENT_VERSION,
-            len: core::mem::size_of::<ConnectEvent>() as u32,
-            tgid: (pid_tgid >> 32) as u32,
-            tid: pid_tgid as u32,
-            ts_ns: now,
-        },
+        header: header(EventKind::Connect, size_of::<ConnectEvent>(), pid_tgid, now),
         uid: uid_gid as u32,
         gid: (uid_gid >> 32) as u32,
         fd: pending.fd,
         ret: ret as i32,
         latency_ns: now.saturating_sub(pending.start_ns),
         comm,
+        flags,
+        _pad: 0,
     });
     entry.submit(0);
     bump(counter::SENT);
     Ok(())
-}
-
-#[inline(always)]
-fn ktime_ns() -> u64 {
-    // SAFETY: helper without arguments or memory access.
-    unsafe { bpf_ktime_get_ns() }
 }

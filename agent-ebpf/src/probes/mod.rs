@@ -1,2 +1,4 @@
 //! One module per hook family.
 pub mod connect;
+pub mod io;
+pub mod process;

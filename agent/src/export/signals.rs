@@ -29,6 +29,7 @@ pub mod names {
     pub const EXPIRY_REMAINING: &str = "iam_token.expiry.remaining";
     pub const CALL_DURATION: &str = "rpc.client.call.duration";
     pub const CALLS: &str = "token_agent.calls";
+    pub const LOG_LINES: &str = "tokenwatch.log.lines";
     pub const CONNECT_ERRORS: &str = "token_agent.connect.errors";
     pub const EBPF_EVENTS_LOST: &str = "tokenwatch.ebpf.events.lost";
     pub const CONNECT_SPAN: &str = "token_agent.connect";
@@ -36,6 +37,7 @@ pub mod names {
 
 pub struct Signals {
     tracer: Option<SdkTracer>,
+    log_lines: Counter<u64>,
     connect_errors: Counter<u64>,
     calls: Counter<u64>,
     duration: Histogram<f64>,
@@ -54,6 +56,10 @@ impl Signals {
                 .u64_counter(names::CONNECT_ERRORS)
                 .with_description("Failed connect() calls to token-agent's socket, by errno")
                 .build(),
+            log_lines: meter
+                .u64_counter(names::LOG_LINES)
+                .with_description("Lines read from token-agent's logs, by file and parse result")
+                .build(),
             calls: meter
                 .u64_counter(names::CALLS)
                 .with_description("Calls to token-agent, by gRPC status and by the source that saw them")
@@ -69,12 +75,17 @@ impl Signals {
         }
     }
 
+    /// The `tokenwatch.log.lines` counter, for the log sources.
+    pub fn log_lines(&self) -> Counter<u64> {
+        self.log_lines.clone()
+    }
+
     /// Records what one event says. Called by the state task after `apply`.
     pub fn record(&self, event: &Event) {
         match event {
             Event::Connect(c) => self.record_connect(c),
             Event::Call(c) => self.record_call(c),
-            Event::AgentError(_) | Event::ProcessExit { .. } => {}
+            Event::AgentError(_) | Event::ProcessExit { .. } | Event::LogPosition(_) => {}
         }
     }
 

@@ -1,6 +1,7 @@
 //! Sources of evidence: the eBPF probes, token-agent's logs, /proc.
 //! Each reports its own health for `/status` through a [`Health`] handle.
 pub mod ebpf;
+pub mod log_events;
 pub mod logs;
 pub mod proc;
 
@@ -22,8 +23,15 @@ pub enum SourceState {
 pub struct SourceStatus {
     pub state: SourceState,
     pub detail: String,
+    /// Events (eBPF records; log lines) taken in.
     pub events: u64,
+    /// Dropped before they could be used (ring buffer full, undecodable records).
     pub lost: u64,
+    /// Log lines: the same as `events`, under the name INTERFACE.md gives logs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lines: Option<u64>,
+    /// Log lines that did not parse.
+    pub unparsed: u64,
 }
 
 /// A shared, cheap-to-clone handle a source updates and exporters read.
@@ -32,7 +40,7 @@ pub struct Health(Arc<Mutex<SourceStatus>>);
 
 impl Health {
     pub fn new(state: SourceState, detail: impl Into<String>) -> Self {
-        Self(Arc::new(Mutex::new(SourceStatus { state, detail: detail.into(), events: 0, lost: 0 })))
+        Self(Arc::new(Mutex::new(SourceStatus { state, detail: detail.into(), events: 0, lost: 0, lines: None, unparsed: 0 })))
     }
 
     pub fn set(&self, state: SourceState, detail: impl Into<String>) {
@@ -43,6 +51,10 @@ impl Health {
 
     pub fn add_events(&self, n: u64) {
         self.lock().events += n;
+    }
+
+    pub fn add_unparsed(&self, n: u64) {
+        self.lock().unparsed += n;
     }
 
     /// Sets the lost count to the source's own running total.

@@ -15,7 +15,12 @@ pub fn describe_in(root: &Path, pid: u32, comm: &str) -> Process {
         .ok()
         .map(|p| p.to_string_lossy().trim_end_matches(" (deleted)").to_string());
     let unit = std::fs::read_to_string(dir.join("cgroup")).ok().and_then(|c| unit_from_cgroup(&c));
-    Process { pid, comm: comm.to_string(), exe, unit }
+    // a log record names only the pid: ask the kernel for the comm
+    let comm = match comm {
+        "" => std::fs::read_to_string(dir.join("comm")).map(|c| c.trim_end().to_string()).unwrap_or_default(),
+        c => c.to_string(),
+    };
+    Process { pid, comm, exe, unit }
 }
 
 /// Whether `pid` still runs `exe` (when known). A process that exited, or
@@ -76,6 +81,9 @@ mod tests {
         let me = std::process::id();
         let p = describe(me, "self");
         assert_eq!(p.pid, me);
+        assert_eq!(p.comm, "self");
+        let from_kernel = describe(me, "");
+        assert!(!from_kernel.comm.is_empty());
         assert_eq!(p.exe.as_deref(), std::env::current_exe().ok().map(|e| e.to_string_lossy().to_string()).as_deref());
     }
 

@@ -104,6 +104,18 @@ impl State {
         self.log_positions.get(&kind)
     }
 
+    /// The earliest `refresh_at` among live clients, and whether token-agent
+    /// is failing anyone now — what the eBPF capture windows follow.
+    pub fn capture_inputs(&self, now: SystemTime) -> (Option<SystemTime>, bool) {
+        let next = self
+            .clients
+            .values()
+            .filter(|c| c.exited_at.is_none())
+            .filter_map(|c| c.token.map(|t| t.refresh_at(self.settings.refresh_fraction)))
+            .min();
+        (next, self.token_agent_failing(now))
+    }
+
     /// Clients believed alive, with the executable they ran (for the exit watcher).
     pub fn live_clients(&self) -> Vec<(u32, Option<String>)> {
         self.clients

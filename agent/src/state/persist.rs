@@ -6,14 +6,19 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::{Client, State, Token};
-use crate::events::Process;
+use crate::events::{LogPosition, Process};
 
 /// The persisted document, versioned so a future layout can read an old one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "version")]
 pub enum Facts {
     #[serde(rename = "1")]
-    V1 { clients: Vec<ClientFacts>, lost_tokens: Vec<LostToken> },
+    V1 {
+        clients: Vec<ClientFacts>,
+        lost_tokens: Vec<LostToken>,
+        #[serde(default)]
+        log_positions: Vec<LogPosition>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,9 +27,9 @@ pub struct ClientFacts {
     pub comm: String,
     pub exe: Option<String>,
     pub unit: Option<String>,
-    /// Unix seconds (fractional).
-    pub issued_at: f64,
-    pub expires_at: f64,
+    /// Unix nanoseconds (exact: a restored time compares equal to the original).
+    pub issued_at: u64,
+    pub expires_at: u64,
     pub expires_observed: bool,
 }
 
@@ -32,15 +37,15 @@ pub struct ClientFacts {
 pub struct LostToken {
     pub unit: String,
     pub pid: u32,
-    pub since: f64,
+    pub since: u64,
 }
 
-fn unix(t: SystemTime) -> f64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-fn from_unix(s: f64) -> Option<SystemTime> {
-    (s.is_finite() && s >= 0.0).then(|| SystemTime::UNIX_EPOCH + Duration::from_secs_f64(s))
+fn from_unix(ns: u64) -> Option<SystemTime> {
+    (ns > 0).then(|| SystemTime::UNIX_EPOCH + Duration::from_nanos(ns))
 }
 
 impl State {
@@ -68,7 +73,7 @@ impl State {
             .iter()
             .map(|(unit, (since, pid))| LostToken { unit: unit.clone(), pid: *pid, since: unix(*since) })
             .collect();
-        Facts::V1 { clients, lost_tokens }
+        Facts::V1 { clients, lost_tokens, log_positions: self.log_positions.values().cloned().collect() }
     }
 
     /// Restores persisted facts. `same_process(pid, exe)` tells whether that
@@ -76,7 +81,10 @@ impl State {
     /// is gone is not restored — its token went with it. Facts never override
     /// what this run already observed.
     pub fn restore(&mut self, facts: &Facts, same_process: impl Fn(u32, Option<&str>) -> bool) -> usize {
-        let Facts::V1 { clients, lost_tokens } = facts;
+        let Facts::V1 { clients, lost_tokens, log_positions } = facts;
+        for p in log_positions {
+            self.log_positions.entry(p.kind).or_insert_with(|| p.clone());
+        }
         let mut restored = 0;
         for f in clients {
             let (Some(issued_at), Some(expires_at)) = (from_unix(f.issued_at), from_unix(f.expires_at)) else { continue };

@@ -89,6 +89,8 @@ impl Default for SourcesSnapshot {
             detail: String::new(),
             events: 0,
             lost: 0,
+            lines: None,
+            unparsed: 0,
         };
         Self { ebpf: unknown.clone(), access_log: unknown.clone(), app_log: unknown }
     }

@@ -248,7 +248,8 @@ fn app_log_errors_warn_the_host() {
 
 #[test]
 fn persisted_facts_round_trip_and_skip_gone_processes() {
-    let st = state_with(&[ok(10, 0), ok(11, 5)]);
+    // sub-second times survive exactly
+    let st = state_with(&[call_ms(10, 123, CallSource::Ebpf, Some(GrpcStatus::OK), Some(LIFE)), ok(11, 5)]);
     let facts = st.facts();
     let json = serde_json::to_string(&facts).unwrap();
     assert!(json.contains("\"version\":\"1\""), "{json}");
@@ -258,9 +259,9 @@ fn persisted_facts_round_trip_and_skip_gone_processes() {
     let mut restarted = State::new(settings());
     let n = restarted.restore(&back, |pid, exe| pid == 10 && exe == Some("/usr/bin/compute-node"));
     assert_eq!(n, 1, "pid 11 is gone");
-    let s = restarted.evaluate(at(3600 + 120));
+    let s = restarted.evaluate(at(3600 + 121));
     assert_eq!(s.clients.len(), 1);
-    assert_eq!(s.clients[0].last_success, Some(at(0)), "the refresh is not forgotten");
+    assert_eq!(s.clients[0].last_success, Some(at(0) + Duration::from_millis(123)), "the refresh is not forgotten");
     assert_eq!(s.level, Level::Warn, "nor is the lateness");
     // what this run observed wins over old facts
     let mut fresh = state_with(&[ok(10, 3000)]);

@@ -1,0 +1,477 @@
+//! End to end: real gRPC clients — Python grpcio and Rust tonic — call the
+//! simulator's token-agent while the eBPF source watches. Each client opens
+//! its long-lived channel and makes a call *before* the source starts
+//! (discovery + late join), then calls OK / UNAVAILABLE / OK, reconnects
+//! (a connection seen from its first byte), and finally calls while capture
+//! is idle and across the window a reconnect opens. The test checks the
+//! events (method where decodable, status, duration, `expires_at` exact,
+//! pid) and that no token the clients received appears in any event or in
+//! the source's own log output.
+//!
+//! Needs root, the object built in, the simulator binaries and the Python
+//! venv (`cargo xtask test` provides all; by hand:
+//! `cargo build -p tokenwatch-tests --bins` and
+//! `TOKENWATCH_EBPF_OBJ=$PWD/target/bpfel-unknown-none/release/tokenwatch cargo test -p tokenwatch --test ebpf_calls -- --nocapture`).
+//! Anything missing skips the test, unless `CI` is set: then it fails.
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::{mpsc as std_mpsc, Arc, Mutex, OnceLock},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use tokenwatch::{
+    events::{CallObserved, Event, GrpcStatus},
+    sources::{
+        ebpf::{CaptureHint, EbpfSource, Settings, WindowPolicy},
+        Health, SourceState,
+    },
+};
+use tokenwatch_tests::sim::{self, Mode, SimTokenAgent};
+use tokio::sync::{mpsc, watch};
+
+const METHOD: &str = "/yandex.cloud.priv.iam.v1.TokenAgent/GetToken";
+/// Set in the child: run [`tonic_client_helper`] against this socket.
+const TONIC_ENV: &str = "TOKENWATCH_TEST_TONIC_SOCKET";
+const TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The Python client: one channel, driven by stdin (`call`, `reconnect`,
+/// `quit`); prints `CALL OK <secs> <nanos> <token>` or `CALL <CODE>`.
+const PYTHON_CLIENT: &str = r#"
+import os, sys, grpc
+sock = sys.argv[1]
+def channel():
+    # the default :authority (the socket path) is not a valid authority for h2
+    # servers; a local subchannel pool makes `reconnect` really connect anew
+    ch = grpc.insecure_channel('unix:' + sock, options=[('grpc.default_authority', 'localhost'),
+                                                        ('grpc.use_local_subchannel_pool', 1)])
+    return ch, ch.unary_unary('/yandex.cloud.priv.iam.v1.TokenAgent/GetToken',
+                              request_serializer=lambda b: b, response_deserializer=lambda b: b)
+def varint(b, i):
+    v = s = 0
+    while True:
+        x = b[i]; i += 1; v |= (x & 0x7f) << s; s += 7
+        if x < 0x80: return v, i
+def fields(b):
+    i, out = 0, {}
+    while i < len(b):
+        key, i = varint(b, i)
+        if key & 7 == 0:
+            out[key >> 3], i = varint(b, i)
+        else:
+            n, i = varint(b, i); out[key >> 3] = b[i:i + n]; i += n
+    return out
+ch, get = channel()
+print('READY', os.getpid(), flush=True)
+for line in sys.stdin:
+    cmd = line.strip()
+    if cmd == 'call':
+        try:
+            resp = fields(get(b'\x0a\x06python', timeout=10))
+            ts = fields(resp.get(2, b''))
+            print('CALL OK', ts.get(1, 0), ts.get(2, 0), resp[1].decode(), flush=True)
+        except grpc.RpcError as e:
+            print('CALL', e.code().name, flush=True)
+    elif cmd == 'reconnect':
+        ch.close()
+        ch, get = channel()
+        print('RECONNECTED', flush=True)
+    elif cmd == 'quit':
+        break
+"#;
+
+/// Child mode: the tonic client (the simulator's), same protocol as the
+/// Python one. In a normal test run (no env) it does nothing.
+#[test]
+fn tonic_client_helper() {
+    let Some(socket) = std::env::var_os(TONIC_ENV) else { return };
+    let socket = PathBuf::from(socket);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let connect = || {
+        let _guard = rt.enter();
+        sim::connect(&socket, Duration::from_secs(10)).unwrap()
+    };
+    let mut channel = connect();
+    println!("READY {}", std::process::id());
+    for line in std::io::stdin().lock().lines() {
+        match line.unwrap().trim() {
+            "call" => match rt.block_on(sim::get_token(&channel, "tonic")) {
+                Ok(t) => {
+                    let e = t.expires_at.duration_since(UNIX_EPOCH).unwrap();
+                    println!("CALL OK {} {} {}", e.as_secs(), e.subsec_nanos(), t.token);
+                }
+                Err(s) => println!("CALL {}", sim::code_name(s.code())),
+            },
+            "reconnect" => {
+                channel = connect();
+                println!("RECONNECTED");
+            }
+            "quit" => break,
+            _ => {}
+        }
+        std::io::stdout().flush().unwrap();
+    }
+    std::process::exit(0);
+}
+
+/// What a client printed about one call.
+#[derive(Debug, Clone)]
+struct Called {
+    status: String,
+    expires_at: Option<SystemTime>,
+    token: Option<String>,
+}
+
+/// A client process driven through stdin/stdout.
+struct Client {
+    child: Child,
+    stdin: ChildStdin,
+    lines: std_mpsc::Receiver<String>,
+    pid: u32,
+    tokens: Vec<String>,
+}
+
+impl Client {
+    fn spawn(mut cmd: Command) -> Client {
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawning a client");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std_mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let pid = child.id();
+        let mut c = Client { child, stdin, lines, pid, tokens: Vec::new() };
+        c.expect("READY");
+        c
+    }
+
+    fn python(venv: &Path, socket: &Path) -> Client {
+        let mut cmd = Command::new(venv.join("bin/python"));
+        cmd.args(["-c", PYTHON_CLIENT]).arg(socket);
+        Client::spawn(cmd)
+    }
+
+    fn tonic(socket: &Path) -> Client {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args(["tonic_client_helper", "--exact", "--nocapture", "--test-threads=1", "-q"]).env(TONIC_ENV, socket);
+        Client::spawn(cmd)
+    }
+
+    fn expect(&mut self, prefix: &str) -> String {
+        loop {
+            let line = self.lines.recv_timeout(TIMEOUT).unwrap_or_else(|e| panic!("client: no {prefix:?} line ({e})"));
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+
+    fn send(&mut self, cmd: &str) {
+        writeln!(self.stdin, "{cmd}").and_then(|_| self.stdin.flush()).expect("writing to the client");
+    }
+
+    fn call(&mut self) -> Called {
+        self.send("call");
+        let line = self.expect("CALL ");
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let called = match parts[..] {
+            ["CALL", "OK", secs, nanos, token] => Called {
+                status: "OK".into(),
+                expires_at: Some(UNIX_EPOCH + Duration::new(secs.parse().unwrap(), nanos.parse().unwrap())),
+                token: Some(token.to_string()),
+            },
+            ["CALL", code] => Called { status: code.into(), expires_at: None, token: None },
+            _ => panic!("client printed {line:?}"),
+        };
+        self.tokens.extend(called.token.clone());
+        called
+    }
+
+    fn reconnect(&mut self) {
+        self.send("reconnect");
+        self.expect("RECONNECTED");
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The source's tracing output, captured for the token check.
+fn tracing_output() -> Arc<Mutex<Vec<u8>>> {
+    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUF.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        struct W(Arc<Mutex<Vec<u8>>>);
+        impl Write for W {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                std::io::stderr().write_all(b)?;
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let w = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || W(w.clone()))
+            .try_init();
+        buf
+    })
+    .clone()
+}
+
+/// The events the source sent, with the Debug text of every one kept.
+struct Watch {
+    rx: mpsc::Receiver<Event>,
+    seen: Vec<String>,
+}
+
+impl Watch {
+    async fn next(&mut self, what: &str) -> Event {
+        let ev = tokio::time::timeout(TIMEOUT, self.rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no event within {TIMEOUT:?} waiting for {what}"))
+            .expect("eBPF source stopped");
+        self.seen.push(format!("{ev:?}"));
+        ev
+    }
+
+    /// The next call event of `pid` that `pred` accepts (others are kept in `seen`).
+    async fn call(&mut self, pid: u32, what: &str, pred: impl Fn(&CallObserved) -> bool) -> CallObserved {
+        loop {
+            if let Event::Call(c) = self.next(what).await {
+                if c.process.pid == pid && pred(&c) {
+                    return c;
+                }
+                eprintln!("(skipping {c:?} while waiting for {what})");
+            }
+        }
+    }
+
+    /// Waits for the `Connect` of `pid`.
+    async fn connect(&mut self, pid: u32) {
+        loop {
+            if let Event::Connect(c) = self.next("a connect").await {
+                if c.process.pid == pid && c.errno.is_none() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Everything already queued, without waiting.
+    fn drain(&mut self) -> Vec<Event> {
+        let mut out = Vec::new();
+        while let Ok(ev) = self.rx.try_recv() {
+            self.seen.push(format!("{ev:?}"));
+            out.push(ev);
+        }
+        out
+    }
+}
+
+async fn wait_for_detail(health: &Health, want: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = health.get().detail;
+        if d.contains(want) {
+            return d;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "source detail never showed {want:?}: {d:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn skip_or_fail(why: String) {
+    if std::env::var_os("CI").is_some() {
+        panic!("{why} (CI is set)");
+    }
+    eprintln!("SKIPPED: {why}");
+}
+
+fn venv() -> PathBuf {
+    std::env::var_os("TOKENWATCH_VENV").map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/venv")
+    })
+}
+
+/// One client kind, start to end.
+async fn scenario(kind: &str) {
+    // The two scenarios load their own probes; running them one at a time
+    // keeps the timing of each honest on a 2-CPU machine.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let logs = tracing_output();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("token-agent.sock");
+    let mut agent = match SimTokenAgent::spawn(&socket, &dir.path().join("access.log"), &dir.path().join("app.log"), Duration::from_secs(36_000)) {
+        Ok(a) => a,
+        Err(e) => return skip_or_fail(format!("sim-token-agent: {e:#} (build it: cargo build -p tokenwatch-tests --bins)")),
+    };
+    let mut client = match kind {
+        "python" => {
+            let venv = venv();
+            if !venv.join("bin/python").exists() {
+                return skip_or_fail(format!("no Python venv at {} (cargo xtask setup)", venv.display()));
+            }
+            Client::python(&venv, &socket)
+        }
+        _ => Client::tonic(&socket),
+    };
+    let pid = client.pid;
+
+    // (1) a long-lived channel and a call before the source exists
+    let first = client.call();
+    assert_eq!(first.status, "OK", "{first:?}");
+
+    let settings = Settings {
+        window: WindowPolicy { after_connect: Duration::from_secs(5), linger: Duration::from_secs(1), ..WindowPolicy::default() },
+        ..Settings::default()
+    };
+    let source = match EbpfSource::load_with(&socket, settings) {
+        Ok(s) => s,
+        Err(e) => return skip_or_fail(format!("eBPF source failed to load: {e}")),
+    };
+    let (tx, rx) = mpsc::channel(256);
+    let health = Health::new(SourceState::Starting, "");
+    let (_hints_tx, hints) = watch::channel(CaptureHint::default());
+    let task = tokio::spawn(source.run_with(tx, health.clone(), hints));
+    let mut w = Watch { rx, seen: Vec::new() };
+    // discovery found the open connection: the start window captures until it showed a call
+    let detail = wait_for_detail(&health, "capturing (start: open connections)").await;
+    eprintln!("[{kind}] {detail}");
+
+    // (2) late join: OK, UNAVAILABLE, OK on the connection opened before
+    let ok = client.call();
+    let c = w.call(pid, "the late-joined OK call", |c| c.expires_at == ok.expires_at).await;
+    check_ok(&c, &ok, pid, kind, "late join");
+    eprintln!("[{kind}] late join, call 1: method {:?} status {:?}", c.method, c.status);
+    if let Some(m) = &c.method {
+        assert_eq!(m, METHOD);
+    }
+
+    agent.set_mode(Mode::Unavailable).unwrap();
+    let failed = client.call();
+    assert_eq!(failed.status, "UNAVAILABLE", "{failed:?}");
+    let c = w.call(pid, "the UNAVAILABLE call", |_| true).await;
+    eprintln!("[{kind}] late join, UNAVAILABLE call: method {:?} status {:?}", c.method, c.status);
+    assert!(c.status.is_none_or(|s| s == GrpcStatus::UNAVAILABLE), "{c:?}");
+    assert_eq!(c.expires_at, None);
+    assert!(c.duration.is_some_and(|d| d > Duration::ZERO), "{c:?}");
+
+    agent.set_mode(Mode::Ok).unwrap();
+    let ok = client.call();
+    let c = w.call(pid, "the second late-joined OK call", |c| c.expires_at == ok.expires_at).await;
+    check_ok(&c, &ok, pid, kind, "late join");
+    eprintln!("[{kind}] late join, call 3: method {:?}", c.method);
+
+    // (3) a new connection while capturing: decoded from its first byte
+    client.reconnect();
+    let ok = client.call();
+    w.connect(pid).await;
+    let c = w.call(pid, "the call on the new connection", |c| c.expires_at == ok.expires_at).await;
+    check_ok(&c, &ok, pid, kind, "from start");
+    assert_eq!(c.method.as_deref(), Some(METHOD), "a connection seen from its start names its method");
+    agent.set_mode(Mode::Unavailable).unwrap();
+    let failed = client.call();
+    assert_eq!(failed.status, "UNAVAILABLE");
+    let c = w.call(pid, "UNAVAILABLE on the new connection", |_| true).await;
+    assert_eq!((c.method.as_deref(), c.status), (Some(METHOD), Some(GrpcStatus::UNAVAILABLE)), "{c:?}");
+    agent.set_mode(Mode::Ok).unwrap();
+    let ok = client.call();
+    let c = w.call(pid, "the second call on the new connection", |c| c.expires_at == ok.expires_at).await;
+    check_ok(&c, &ok, pid, kind, "from start");
+    assert_eq!(c.method.as_deref(), Some(METHOD));
+
+    // (4) idle: no call is decoded; a reconnect opens a window after the fact
+    let detail = wait_for_detail(&health, "capture idle").await;
+    eprintln!("[{kind}] {detail}");
+    let idle = client.call();
+    assert_eq!(idle.status, "OK");
+    client.reconnect();
+    let missed = client.call(); // the connect opens the window; this call races the attach
+    w.connect(pid).await;
+    wait_for_detail(&health, "capturing (a client connected)").await;
+    let after = client.call();
+    let c = w.call(pid, "the call after the window opened", |c| c.expires_at == after.expires_at).await;
+    check_ok(&c, &after, pid, kind, "after a reconnect while idle");
+    let early = w.drain();
+    let saw = |e: &Called| w.seen.iter().any(|s| e.expires_at.is_some_and(|x| s.contains(&format!("{:?}", Some(x)))));
+    eprintln!(
+        "[{kind}] idle: call on the idle connection reported: {}; first call after the reconnect reported: {}; next call: method {:?}",
+        saw(&idle),
+        saw(&missed),
+        c.method
+    );
+    assert!(!saw(&idle), "capture was detached: nothing of that call can have been decoded");
+    drop(early);
+
+    // (5) the client exits: reported as a process exit
+    let tokens = std::mem::take(&mut client.tokens);
+    drop(client);
+    loop {
+        if let Event::ProcessExit { pid: p, .. } = w.next("the client's exit").await {
+            if p == pid {
+                break;
+            }
+        }
+    }
+    let status = health.get();
+    assert_eq!(status.lost, 0, "{status:?}");
+    drop(w.rx);
+    tokio::time::timeout(TIMEOUT, task).await.expect("run() did not return after the channel closed").unwrap();
+
+    // (6) no token in anything the source emitted or logged
+    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    check_no_tokens(&tokens, &w.seen, &logs, kind);
+}
+
+fn check_ok(c: &CallObserved, called: &Called, pid: u32, kind: &str, what: &str) {
+    assert_eq!(c.status, Some(GrpcStatus::OK), "[{kind}] {what}: {c:?}");
+    assert_eq!(c.expires_at, called.expires_at, "[{kind}] {what}: expires_at as the server sent it");
+    assert_eq!(c.process.pid, pid, "[{kind}] {what}");
+    assert!(c.duration.is_some_and(|d| d > Duration::ZERO && d < TIMEOUT), "[{kind}] {what}: {c:?}");
+    // SAFETY: getuid cannot fail.
+    assert_eq!(c.uid, Some(unsafe { libc::getuid() }), "[{kind}] {what}");
+    assert_eq!(c.request_id, None);
+    assert_eq!(c.error, None);
+}
+
+/// None of `tokens` (nor a distinctive part of one) in the events or the logs.
+fn check_no_tokens(tokens: &[String], seen: &[String], logs: &str, kind: &str) {
+    assert!(tokens.len() >= 8, "[{kind}] the clients received {} tokens", tokens.len());
+    assert!(seen.iter().any(|s| s.contains("Call(")), "[{kind}] no call events to search");
+    for token in tokens {
+        assert!(token.starts_with("t1.") && token.len() > 100, "[{kind}] not an IAM-shaped token");
+        // the signature part (last 86 characters) is what must never leak
+        let secret = &token[token.len() - 40..];
+        for (i, ev) in seen.iter().enumerate() {
+            assert!(!ev.contains(secret), "[{kind}] event {i} holds a token: {ev}");
+        }
+        assert!(!logs.contains(secret), "[{kind}] the source's log output holds a token");
+    }
+    eprintln!("[{kind}] {} tokens, none in {} events or {} bytes of logs", tokens.len(), seen.len(), logs.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_grpcio_calls_are_reported() {
+    scenario("python").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tonic_calls_are_reported() {
+    scenario("tonic").await;
+}

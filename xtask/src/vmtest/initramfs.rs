@@ -1,0 +1,236 @@
+//! The guest's root filesystem: a newc cpio archive, gzip-compressed, written
+//! without root (device nodes and ownership are just header fields).
+//!
+//! Contents: busybox, `/init`, the test binaries under `/tests`, each kernel's
+//! `/boot/config-VER` (bpftool and libbpf-style loaders read it; the cloud
+//! kernels have no IKCONFIG), and a `/dev/console` node, which the kernel opens
+//! for init's stdio before anything is mounted (DEVTMPFS_MOUNT is off).
+use std::{
+    fs::File,
+    io::{self, BufWriter, Write},
+    path::Path,
+};
+
+use anyhow::{Context, Result};
+use flate2::{write::GzEncoder, Compression};
+
+/// The line `/init` prints last; its number is the status of the test run.
+pub const EXIT_MARKER: &str = "VMTEST_EXIT=";
+/// Printed before each test binary runs (its file name follows).
+pub const BINARY_MARKER: &str = "VMTEST_BINARY=";
+
+const S_IFDIR: u32 = 0o040000;
+const S_IFREG: u32 = 0o100000;
+const S_IFCHR: u32 = 0o020000;
+const TRAILER: &str = "TRAILER!!!";
+
+/// Writes a newc ("070701") cpio stream: entries in the order added, then the trailer.
+pub struct CpioWriter<W: Write> {
+    out: W,
+    next_ino: u32,
+}
+
+impl<W: Write> CpioWriter<W> {
+    pub fn new(out: W) -> Self {
+        Self { out, next_ino: 1 }
+    }
+
+    pub fn dir(&mut self, path: &str) -> io::Result<()> {
+        self.entry(path, S_IFDIR | 0o755, 2, (0, 0), &[])
+    }
+
+    pub fn file(&mut self, path: &str, mode: u32, data: &[u8]) -> io::Result<()> {
+        self.entry(path, S_IFREG | mode, 1, (0, 0), data)
+    }
+
+    /// A character device node.
+    pub fn char_dev(&mut self, path: &str, mode: u32, major: u32, minor: u32) -> io::Result<()> {
+        self.entry(path, S_IFCHR | mode, 1, (major, minor), &[])
+    }
+
+    /// Writes the trailer and returns the inner writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.next_ino = 0;
+        self.entry(TRAILER, 0, 1, (0, 0), &[])?;
+        Ok(self.out)
+    }
+
+    fn entry(&mut self, path: &str, mode: u32, nlink: u32, rdev: (u32, u32), data: &[u8]) -> io::Result<()> {
+        let name = path.trim_start_matches('/');
+        let size = u32::try_from(data.len()).map_err(|_| io::Error::other(format!("{path}: over 4 GiB")))?;
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        // magic, ino, mode, uid, gid, nlink, mtime, filesize, devmajor, devminor,
+        // rdevmajor, rdevminor, namesize (with its NUL), check
+        let fields = [ino, mode, 0, 0, nlink, 0, size, 0, 0, rdev.0, rdev.1, name.len() as u32 + 1, 0];
+        let mut header = String::with_capacity(110);
+        header.push_str("070701");
+        for f in fields {
+            header.push_str(&format!("{f:08x}"));
+        }
+        self.out.write_all(header.as_bytes())?;
+        self.out.write_all(name.as_bytes())?;
+        self.out.write_all(&[0])?;
+        self.pad(110 + name.len() + 1)?;
+        self.out.write_all(data)?;
+        self.pad(data.len())
+    }
+
+    /// Pads to the next multiple of four bytes.
+    fn pad(&mut self, len: usize) -> io::Result<()> {
+        self.out.write_all(&[0; 3][..(4 - len % 4) % 4])
+    }
+}
+
+/// What goes into the archive besides busybox and `/init`.
+pub struct Contents<'a> {
+    pub busybox: &'a Path,
+    /// (file name under /tests, path on the host)
+    pub tests: &'a [(String, std::path::PathBuf)],
+    /// (kernel release, path of its config on the host)
+    pub configs: &'a [(String, std::path::PathBuf)],
+}
+
+/// Writes the gzip-compressed initramfs to `out`.
+pub fn write(out: &Path, contents: &Contents) -> Result<()> {
+    let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    // The archive is mostly already-dense machine code: fast compression loses
+    // little and the kernel unpacks either in the same time.
+    let gz = GzEncoder::new(BufWriter::new(file), Compression::fast());
+    let mut cpio = CpioWriter::new(gz);
+    for dir in [
+        "/bin",
+        "/sbin",
+        "/usr",
+        "/usr/bin",
+        "/usr/sbin",
+        "/dev",
+        "/proc",
+        "/sys",
+        "/tmp",
+        "/run",
+        "/root",
+        "/boot",
+        "/tests",
+    ] {
+        cpio.dir(dir)?;
+    }
+    cpio.char_dev("/dev/console", 0o600, 5, 1)?;
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    cpio.file("/bin/busybox", 0o755, &read(contents.busybox)?)?;
+    cpio.file("/init", 0o755, INIT.as_bytes())?;
+    for (release, path) in contents.configs {
+        cpio.file(&format!("/boot/config-{release}"), 0o644, &read(path)?)?;
+    }
+    for (name, path) in contents.tests {
+        cpio.file(&format!("/tests/{name}"), 0o755, &read(path)?)?;
+    }
+    cpio.finish()?.finish()?.flush()?;
+    Ok(())
+}
+
+/// PID 1 in the guest. Every test binary runs as root with the environment
+/// the tests know: CI (a load failure fails instead of skipping) and
+/// TOKENWATCH_VM (only the test binary itself is there: no Python, no
+/// simulator binaries, no network).
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t bpf bpf /sys/fs/bpf
+ip link set lo up 2>/dev/null
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root TMPDIR=/tmp CI=true TOKENWATCH_VM=1 RUST_BACKTRACE=1
+cd /tmp
+echo "VMTEST_KERNEL=$(uname -r)"
+rc=0
+for t in /tests/*; do
+  echo "VMTEST_BINARY=${t##*/}"
+  "$t" --test-threads=1 --nocapture || rc=1
+done
+echo "VMTEST_EXIT=$rc"
+poweroff -f
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (name, mode, rdev, data) of each entry, the trailer excluded.
+    type Entry = (String, u32, (u32, u32), Vec<u8>);
+
+    /// Reads a newc archive back: the check on the writer.
+    fn read_newc(mut b: &[u8]) -> Vec<Entry> {
+        let hex = |s: &[u8]| u32::from_str_radix(std::str::from_utf8(s).unwrap(), 16).unwrap();
+        let mut entries = Vec::new();
+        let mut offset = 0;
+        loop {
+            assert_eq!(&b[..6], b"070701", "magic at offset {offset}");
+            let field = |i: usize| hex(&b[6 + i * 8..14 + i * 8]);
+            let (mode, size, rdev, namesize) = (field(1), field(6) as usize, (field(9), field(10)), field(11) as usize);
+            let name = std::str::from_utf8(&b[110..110 + namesize - 1]).unwrap().to_string();
+            assert_eq!(b[110 + namesize - 1], 0, "{name}: name not NUL-terminated");
+            let data_start = (110 + namesize).next_multiple_of(4);
+            let data = b[data_start..data_start + size].to_vec();
+            let next = (data_start + size).next_multiple_of(4);
+            assert!(b[data_start + size..next].iter().all(|&x| x == 0), "{name}: padding");
+            offset += next;
+            b = &b[next..];
+            if name == TRAILER {
+                assert!(b.is_empty(), "bytes after the trailer");
+                return entries;
+            }
+            entries.push((name, mode, rdev, data));
+        }
+    }
+
+    fn sample() -> Vec<u8> {
+        let mut w = CpioWriter::new(Vec::new());
+        w.dir("/dev").unwrap();
+        w.char_dev("/dev/console", 0o600, 5, 1).unwrap();
+        w.file("/init", 0o755, b"#!/bin/sh\n").unwrap();
+        // lengths that exercise every padding remainder
+        for n in 0..4 {
+            w.file(&format!("/f{}", "x".repeat(n)), 0o644, &vec![b'a' + n as u8; n + 5]).unwrap();
+        }
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn newc_round_trip() {
+        let e = read_newc(&sample());
+        let names: Vec<_> = e.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(names, ["dev", "dev/console", "init", "f", "fx", "fxx", "fxxx"]);
+        assert_eq!((e[0].1, e[1].1, e[1].2), (S_IFDIR | 0o755, S_IFCHR | 0o600, (5, 1)));
+        assert_eq!((e[2].1, e[2].3.as_slice()), (S_IFREG | 0o755, &b"#!/bin/sh\n"[..]));
+        assert_eq!(e[6].3, b"dddddddd");
+    }
+
+    /// busybox's cpio (the same code the kernel's format follows) lists it too.
+    #[test]
+    fn busybox_cpio_lists_the_archive() {
+        let busybox = Path::new(super::super::BUSYBOX);
+        if !busybox.exists() {
+            eprintln!("SKIPPED: no {}", busybox.display());
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("xtask-cpio-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let archive = dir.join("a.cpio");
+        std::fs::write(&archive, sample()).unwrap();
+        let out = std::process::Command::new(busybox).args(["cpio", "-t", "-F"]).arg(&archive).output().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let listed = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(listed.lines().collect::<Vec<_>>(), ["dev", "dev/console", "init", "f", "fx", "fxx", "fxxx"]);
+    }
+
+    #[test]
+    fn init_prints_the_markers_it_is_parsed_by() {
+        assert!(INIT.contains(&format!("echo \"{EXIT_MARKER}$rc\"")));
+        assert!(INIT.contains(&format!("echo \"{BINARY_MARKER}")));
+    }
+}
