@@ -26,7 +26,13 @@ fn connect_once(path: &std::path::Path) -> (u32, i32) {
     (field("pid=") as u32, field("errno=") as i32)
 }
 
+/// The scenarios run one at a time: a child forked by one of them holds the
+/// other's listener (until its exec closes it), which would let a connect to
+/// a "stale" socket succeed.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn scenario(protocol: &str) {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("token-agent.sock");
     let rx = Receiver::start().await.unwrap();

@@ -15,7 +15,8 @@ pub fn run(extra: &[String]) -> Result<()> {
     let deb = package::build()?;
     let bin_dir = util::target_dir().join("debug");
     let mut cmd = util::host_cargo();
-    cmd.args(["test", "-p", "tokenwatch", "-p", "tokenwatch-tests", "-p", "tokenwatch-common", "-p", "xtask"])
+    // --no-fail-fast: one failing test binary must not hide the others
+    cmd.args(["test", "--no-fail-fast", "-p", "tokenwatch", "-p", "tokenwatch-tests", "-p", "tokenwatch-common", "-p", "xtask"])
         .args(extra)
         .env("TOKENWATCH_EBPF_OBJ", &built.ebpf_object)
         .env("TOKENWATCH_BIN", bin_dir.join("tokenwatch"))

@@ -25,14 +25,29 @@ impl State {
         let mut reasons = Vec::new();
         let mut errors_in_window: BTreeMap<String, u64> = BTreeMap::new();
         let mut clients = Vec::new();
-        for c in self.clients.values().filter(|c| c.exited_at.is_none()) {
-            let snap = self.client_snapshot(c, now, &mut reasons);
-            for (k, v) in c.errors_in_window(now, s.error_window) {
-                *errors_in_window.entry(k).or_default() += v;
+        let mut level = Level::Ok;
+        for c in self.clients.values() {
+            let errs = c.errors_in_window(now, s.error_window);
+            for (k, v) in &errs {
+                *errors_in_window.entry(k.clone()).or_default() += v;
             }
-            clients.push(snap);
+            if c.exited_at.is_none() {
+                let snap = self.client_snapshot(c, now, &mut reasons);
+                level = level.max(snap.level);
+                clients.push(snap);
+            } else if !errs.is_empty() {
+                // a client gone since still saw token-agent fail
+                level = level.max(Level::Warn);
+                let list: Vec<String> = errs.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
+                reasons.push(format!(
+                    "{} (pid {}, exited) was failed by token-agent: {} in {}",
+                    c.process.client(),
+                    c.process.pid,
+                    list.join(", "),
+                    secs(s.error_window)
+                ));
+            }
         }
-        let mut level = clients.iter().map(|c| c.level).max().unwrap_or(Level::Ok);
         for (unit, (since, pid)) in &self.lost_tokens {
             level = Level::Crit;
             reasons.insert(

@@ -228,6 +228,22 @@ fn compute_node_exit_while_token_agent_fails_is_crit_at_once() {
 }
 
 #[test]
+fn errors_of_a_client_that_exited_still_warn() {
+    // not compute-node: its exit loses no token that matters
+    let mut e = connect(30, 0, Some(libc::ENOENT));
+    if let Event::Connect(c) = &mut e {
+        c.process.unit = None;
+    }
+    let mut st = state_with(&[e]);
+    st.apply(&Event::ProcessExit { pid: 30, at: at(1) });
+    let s = st.evaluate(at(2));
+    assert_eq!(s.level, Level::Warn);
+    assert!(s.clients.is_empty());
+    assert_eq!(s.token_agent.errors_in_window.get("ENOENT"), Some(&1));
+    assert_eq!(st.evaluate(at(301)).level, Level::Ok);
+}
+
+#[test]
 fn compute_node_exit_while_healthy_is_not_crit() {
     let mut st = state_with(&[ok(10, 0)]);
     st.apply(&Event::ProcessExit { pid: 10, at: at(50) });
