@@ -18,7 +18,8 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
 };
 use tokenwatch_common::{
-    config_flags, counter, EventHeader, EventKind, ProbeConfig, EVENT_VERSION, TrackedConn, TrackedKey, MAX_TRACKED, MAX_TRACKED_PROCESSES,
+    config_flags, counter, EventHeader, EventKind, ProbeConfig, TrackedConn, TrackedKey, EVENT_VERSION, MAX_TRACKED,
+    MAX_TRACKED_PROCESSES,
 };
 
 /// Load-time configuration, written by the agent with

@@ -90,6 +90,8 @@ pub fn forget_process(tgid: u32) -> bool {
 fn add(tgid: u32, delta: u64) {
     if let Some(count) = TRACKED_TGIDS.get_ptr_mut(&tgid) {
         // SAFETY: a valid, aligned map value pointer for the program's run.
-        unsafe { core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(count, delta) };
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(count, delta)
+        };
     }
 }

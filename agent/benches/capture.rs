@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use criterion::{BenchmarkGroup, Criterion, measurement::WallTime};
+use criterion::{measurement::WallTime, BenchmarkGroup, Criterion};
 use tokenwatch::{
     config::CaptureMode,
     sources::{
@@ -47,7 +47,12 @@ fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("token-agent.sock");
-    let agent = SimTokenAgent::spawn(&socket, &dir.path().join("access.log"), &dir.path().join("app.log"), Duration::from_secs(36_000));
+    let agent = SimTokenAgent::spawn(
+        &socket,
+        &dir.path().join("access.log"),
+        &dir.path().join("app.log"),
+        Duration::from_secs(36_000),
+    );
     let mut client = match &agent {
         Ok(_) => Some(Client::spawn(&socket)),
         Err(e) => {
@@ -56,7 +61,9 @@ fn benches(c: &mut Criterion) {
         }
     };
 
-    for (id, mode) in [("agent_off", None), ("capture_idle", Some(CaptureMode::Off)), ("capture_active", Some(CaptureMode::Always))] {
+    for (id, mode) in
+        [("agent_off", None), ("capture_idle", Some(CaptureMode::Off)), ("capture_active", Some(CaptureMode::Always))]
+    {
         let running = match mode {
             None => None,
             Some(capture) => match Running::start(&rt, &socket, capture) {
@@ -79,12 +86,38 @@ fn benches(c: &mut Criterion) {
             calls.measurement_time(Duration::from_secs(5));
             calls.bench_function(id, |b| b.iter_custom(|n| client.calls(n)));
             calls.finish();
+            if mode == Some(CaptureMode::Always) {
+                probe_time_per_call(client);
+            }
         }
         if let Some(r) = running {
             let captured = r.stop(&rt);
             eprintln!("{id}: the source sent {captured} events");
         }
     }
+}
+
+/// The capture programs' own run time per GetToken call, from the kernel's
+/// BPF run-time statistics (all processes' syscalls: client, token-agent, the rest).
+fn probe_time_per_call(client: &mut Client) {
+    const CALLS: u64 = 2000;
+    let Ok(_stats) = aya::sys::enable_stats(aya::sys::Stats::RunTime) else {
+        return eprintln!("BPF run-time statistics unavailable");
+    };
+    let totals = || {
+        aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("io_")))
+            .fold((Duration::ZERO, 0u64), |(t, n), p| (t + p.run_time(), n + p.run_count()))
+    };
+    let (t0, n0) = totals();
+    client.calls(CALLS);
+    let (t1, n1) = totals();
+    eprintln!(
+        "capture probes per GetToken call: {:.2} µs of BPF run time in {:.1} program runs (host-wide, {CALLS} calls)",
+        (t1 - t0).as_secs_f64() * 1e6 / CALLS as f64,
+        (n1 - n0) as f64 / CALLS as f64
+    );
 }
 
 /// 64-byte writes to a pipe by this (unwatched) process.
@@ -135,7 +168,8 @@ struct Running {
 
 impl Running {
     fn start(rt: &tokio::runtime::Runtime, socket: &Path, capture: CaptureMode) -> Result<Self, String> {
-        let source = EbpfSource::load_with(socket, Settings { capture, ..Settings::default() }).map_err(|e| e.to_string())?;
+        let source =
+            EbpfSource::load_with(socket, Settings { capture, ..Settings::default() }).map_err(|e| e.to_string())?;
         let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
         let health = Health::new(SourceState::Starting, "bench");
         let task = rt.spawn(source.run(tx, health.clone()));

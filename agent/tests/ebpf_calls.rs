@@ -36,8 +36,9 @@ const METHOD: &str = "/yandex.cloud.priv.iam.v1.TokenAgent/GetToken";
 const TONIC_ENV: &str = "TOKENWATCH_TEST_TONIC_SOCKET";
 const TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The Python client: one channel, driven by stdin (`call`, `reconnect`,
-/// `quit`); prints `CALL OK <secs> <nanos> <token>` or `CALL <CODE>`.
+/// The Python client: one channel, driven by stdin (`call`, `bigcall` — a
+/// request of 40 kB, beyond what the probes copy per syscall —,
+/// `reconnect`, `quit`); prints `CALL OK <secs> <nanos> <token>` or `CALL <CODE>`.
 const PYTHON_CLIENT: &str = r#"
 import os, sys, grpc
 sock = sys.argv[1]
@@ -62,13 +63,20 @@ def fields(b):
         else:
             n, i = varint(b, i); out[key >> 3] = b[i:i + n]; i += n
     return out
+def request(tag):
+    n, out = len(tag), bytearray(b'\x0a')
+    while n >= 0x80:
+        out.append((n & 0x7f) | 0x80); n >>= 7
+    out.append(n)
+    return bytes(out) + tag
 ch, get = channel()
 print('READY', os.getpid(), flush=True)
 for line in sys.stdin:
     cmd = line.strip()
-    if cmd == 'call':
+    if cmd in ('call', 'bigcall'):
         try:
-            resp = fields(get(b'\x0a\x06python', timeout=10))
+            tag = b'python' if cmd == 'call' else b'x' * 40000
+            resp = fields(get(request(tag), timeout=10))
             ts = fields(resp.get(2, b''))
             print('CALL OK', ts.get(1, 0), ts.get(2, 0), resp[1].decode(), flush=True)
         except grpc.RpcError as e:
@@ -177,7 +185,11 @@ impl Client {
     }
 
     fn call(&mut self) -> Called {
-        self.send("call");
+        self.call_with("call")
+    }
+
+    fn call_with(&mut self, cmd: &str) -> Called {
+        self.send(cmd);
         let line = self.expect("CALL ");
         let parts: Vec<&str> = line.split_whitespace().collect();
         let called = match parts[..] {
@@ -303,23 +315,30 @@ fn skip_or_fail(why: String) {
 }
 
 fn venv() -> PathBuf {
-    std::env::var_os("TOKENWATCH_VENV").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/venv")
-    })
+    std::env::var_os("TOKENWATCH_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/venv"))
 }
 
 /// One client kind, start to end.
 async fn scenario(kind: &str) {
     // The two scenarios load their own probes; running them one at a time
     // keeps the timing of each honest on a 2-CPU machine.
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _serial = SERIAL.lock().await;
     let logs = tracing_output();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("token-agent.sock");
-    let mut agent = match SimTokenAgent::spawn(&socket, &dir.path().join("access.log"), &dir.path().join("app.log"), Duration::from_secs(36_000)) {
+    let mut agent = match SimTokenAgent::spawn(
+        &socket,
+        &dir.path().join("access.log"),
+        &dir.path().join("app.log"),
+        Duration::from_secs(36_000),
+    ) {
         Ok(a) => a,
-        Err(e) => return skip_or_fail(format!("sim-token-agent: {e:#} (build it: cargo build -p tokenwatch-tests --bins)")),
+        Err(e) => {
+            return skip_or_fail(format!("sim-token-agent: {e:#} (build it: cargo build -p tokenwatch-tests --bins)"))
+        }
     };
     let mut client = match kind {
         "python" => {
@@ -338,7 +357,11 @@ async fn scenario(kind: &str) {
     assert_eq!(first.status, "OK", "{first:?}");
 
     let settings = Settings {
-        window: WindowPolicy { after_connect: Duration::from_secs(5), linger: Duration::from_secs(1), ..WindowPolicy::default() },
+        window: WindowPolicy {
+            after_connect: Duration::from_secs(5),
+            linger: Duration::from_secs(1),
+            ..WindowPolicy::default()
+        },
         ..Settings::default()
     };
     let source = match EbpfSource::load_with(&socket, settings) {
@@ -396,6 +419,18 @@ async fn scenario(kind: &str) {
     check_ok(&c, &ok, pid, kind, "from start");
     assert_eq!(c.method.as_deref(), Some(METHOD));
 
+    if kind == "python" {
+        // a request larger than the probes copy per syscall: the rest is a
+        // gap, the response still decodes, and the next call resynchronises
+        let big = client.call_with("bigcall");
+        let c = w.call(pid, "the big call", |c| c.expires_at == big.expires_at).await;
+        check_ok(&c, &big, pid, kind, "big request");
+        let ok = client.call();
+        let c = w.call(pid, "the call after the big one", |c| c.expires_at == ok.expires_at).await;
+        check_ok(&c, &ok, pid, kind, "after a gap");
+        eprintln!("[{kind}] after the truncated request: method {:?}", c.method);
+    }
+
     // (4) idle: no call is decoded; a reconnect opens a window after the fact
     let detail = wait_for_detail(&health, "capture idle").await;
     eprintln!("[{kind}] {detail}");
@@ -437,6 +472,14 @@ async fn scenario(kind: &str) {
     // (6) no token in anything the source emitted or logged
     let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
     check_no_tokens(&tokens, &w.seen, &logs, kind);
+
+    // the source's own counters, from its last words
+    let last = logs.lines().rfind(|l| l.contains("eBPF source stopping")).expect("the source logged its stop");
+    eprintln!("[{kind}] {last}");
+    assert!(last.contains("lost=0") && last.contains("read_fault=0") && last.contains("calls_unknown: 0"), "{last}");
+    if kind == "python" {
+        assert!(last.contains("gaps: 1,") && !last.contains("truncated=0"), "the big request: {last}");
+    }
 }
 
 fn check_ok(c: &CallObserved, called: &Called, pid: u32, kind: &str, what: &str) {

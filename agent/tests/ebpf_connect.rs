@@ -27,6 +27,8 @@ use tokio::sync::mpsc;
 const TARGET_ENV: &str = "TOKENWATCH_TEST_CONNECT_PATH";
 /// Set in the child: how to pass the address (see [`AddrForm`]).
 const FORM_ENV: &str = "TOKENWATCH_TEST_CONNECT_FORM";
+/// Set in the child: exec /bin/true after connecting.
+const EXEC_ENV: &str = "TOKENWATCH_TEST_CONNECT_EXEC";
 /// The child's `comm` (at most 15 bytes), set before it connects.
 const CHILD_COMM: &str = "tw-connect-test";
 const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,6 +89,14 @@ fn connect_helper() {
     println!("TW_RESULT pid={} fd={fd} errno={errno}", std::process::id());
     use std::io::Write;
     std::io::stdout().flush().unwrap();
+    if std::env::var_os(EXEC_ENV).is_some() {
+        // Become another program, as a restarting service might: the
+        // token it held in memory is gone.
+        let prog = std::ffi::CString::new("/bin/true").unwrap();
+        // SAFETY: a NUL-terminated path and a NULL-terminated argv.
+        unsafe { libc::execv(prog.as_ptr(), [prog.as_ptr(), std::ptr::null()].as_ptr()) };
+        panic!("execv: {}", std::io::Error::last_os_error());
+    }
     // Leave before libtest prints anything else or closes the socket politely.
     std::process::exit(0);
 }
@@ -120,8 +130,17 @@ fn raw_connect(path: &Path, form: AddrForm) -> (i32, i32) {
 
 /// Runs this binary's [`connect_helper`] as a child process.
 async fn connect_child(path: &Path, form: AddrForm) -> ChildConnect {
+    connect_child_then(path, form, false).await
+}
+
+/// [`connect_child`]; with `exec`, the child execs /bin/true after connecting.
+async fn connect_child_then(path: &Path, form: AddrForm, exec: bool) -> ChildConnect {
     let exe = std::env::current_exe().unwrap();
-    let out = tokio::process::Command::new(exe)
+    let mut cmd = tokio::process::Command::new(exe);
+    if exec {
+        cmd.env(EXEC_ENV, "1");
+    }
+    let out = cmd
         .args(["connect_helper", "--exact", "--nocapture", "--test-threads=1", "-q"])
         .env(TARGET_ENV, path)
         .env(FORM_ENV, form.name())
@@ -241,8 +260,18 @@ async fn reports_connects_to_the_watched_socket_only() {
         expected_events += 2; // the connect and the exit
         tracked_children.push(child.pid);
     }
+    // (a') a tracked client that execs: reported once, at the exec (the new
+    // program is not a tracked client, so its exit is not)
+    let child = connect_child_then(&watched, AddrForm::Nul, true).await;
+    assert_eq!(child.errno, 0, "{child:?}");
+    let c = next_connect(&mut rx, child.pid, "connect before exec", &[], &mut exits).await;
+    check(&c, &child, "connect before exec");
+    expected_events += 2;
+    tracked_children.push(child.pid);
     assert_eq!(health.get().state, SourceState::Running);
     assert!(health.get().detail.contains("syscalls/sys_enter_connect"), "{:?}", health.get());
+    // for `cargo xtask vm-test`'s table: which hooks this kernel ran
+    println!("HOOKS: {}", health.get().detail);
 
     // (c) stale socket file: the listener is gone, the file stays
     drop(listener);
@@ -290,7 +319,7 @@ async fn reports_connects_to_the_watched_socket_only() {
     let c = next_connect(&mut rx, child.pid, "sentinel connect", &silent, &mut exits).await;
     check(&c, &child, "sentinel connect");
     expected_events += 1; // the socket is gone by now: a failed connect, not tracked
-    // Each tracked child's exit, and nothing else (failed connects are not tracked).
+                          // Each tracked child's exit, and nothing else (failed connects are not tracked).
     while exits.len() < tracked_children.len() {
         match tokio::time::timeout(EVENT_TIMEOUT, rx.recv()).await {
             Ok(Some(Event::ProcessExit { pid, .. })) => exits.push(pid),

@@ -31,7 +31,7 @@ pub struct Args {
 const SCHEDULE: &[(u64, &str)] = &[(0, "ok"), (15, "unavailable"), (40, "ok"), (60, "down"), (85, "ok")];
 const CYCLE: u64 = 105;
 
-struct Procs(Vec<Child>);
+pub(crate) struct Procs(pub(crate) Vec<Child>);
 
 impl Drop for Procs {
     fn drop(&mut self) {
@@ -109,7 +109,7 @@ fn sudo(bin: &Path) -> Command {
     c
 }
 
-fn write_config(dir: &Path, socket: &Path, listen: &str) -> Result<PathBuf> {
+pub(crate) fn write_config(dir: &Path, socket: &Path, listen: &str) -> Result<PathBuf> {
     let path = dir.join("config.toml");
     let text = format!(
         "# written by cargo xtask demo\n[token_agent]\nsocket = {socket:?}\naccess_log = {al:?}\napp_log = {ap:?}\n\n\
@@ -123,7 +123,7 @@ fn write_config(dir: &Path, socket: &Path, listen: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn wait_for_agent(base: &str, stop: &AtomicBool) -> Result<()> {
+pub(crate) fn wait_for_agent(base: &str, stop: &AtomicBool) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
         if let Ok(s) = get_json(&format!("{base}/status")) {
@@ -138,7 +138,7 @@ fn wait_for_agent(base: &str, stop: &AtomicBool) -> Result<()> {
     bail!("the agent did not come up on {base} within 20 s (see target/demo/agent.log)")
 }
 
-fn spawn_token_agent(bins: &Path, dir: &Path, socket: &Path) -> Result<(Child, ChildStdin)> {
+pub(crate) fn spawn_token_agent(bins: &Path, dir: &Path, socket: &Path) -> Result<(Child, ChildStdin)> {
     let mut child = Command::new(bins.join("sim-token-agent"))
         .arg("--socket")
         .arg(socket)
@@ -165,7 +165,7 @@ fn spawn_token_agent(bins: &Path, dir: &Path, socket: &Path) -> Result<(Child, C
     Ok((child, stdin))
 }
 
-fn get_json(url: &str) -> Result<serde_json::Value> {
+pub(crate) fn get_json(url: &str) -> Result<serde_json::Value> {
     let body = ureq::get(url).call()?.body_mut().read_to_string()?;
     Ok(serde_json::from_str(&body)?)
 }

@@ -1,5 +1,6 @@
 //! `cargo xtask`: setup, build, run, test, demo, bench.
 mod bench;
+mod bench_agent;
 mod build;
 mod demo;
 mod deploy_check;

@@ -194,6 +194,37 @@ pub struct TrackedConn {
     pub rx_off: u64,
 }
 
+/// Value of the `IO_PENDING` map (key: `pid_tgid`): a syscall on a tracked
+/// fd between its enter and exit probes. Userspace clears the map after the
+/// capture probes are detached, so an exit seen without its enter (a probe
+/// attached in between) never meets a stale entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoPending {
+    /// The buffer, or the iovec array.
+    pub buf: u64,
+    /// Its length, or the number of iovecs.
+    pub count: u64,
+    pub fd: i32,
+    /// The syscall number, checked at exit.
+    pub nr: i32,
+    /// [`shape`].
+    pub shape: u8,
+    /// [`direction`].
+    pub direction: u8,
+    /// [`op`].
+    pub op: u8,
+    pub _pad: [u8; 5],
+}
+
+/// How a syscall's bytes are described ([`IoPending::shape`]).
+pub mod shape {
+    /// One buffer: `buf`, `count` bytes.
+    pub const BUF: u8 = 0;
+    /// An iovec array: `buf` points to `count` iovecs.
+    pub const IOV: u8 = 1;
+}
+
 /// Load-time configuration of the probes, written into the object's
 /// read-only data before load, so the verifier sees constants.
 #[repr(C)]
@@ -242,13 +273,14 @@ pub mod counter {
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 24);
 const _: () = assert!(core::mem::size_of::<ConnectEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<DataHeader>() == 56);
-const _: () = assert!(DATA_HEADER_LEN % 8 == 0);
+const _: () = assert!(DATA_HEADER_LEN.is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<CloseEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<ProcessEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<TrackedKey>() == 8);
 const _: () = assert!(core::mem::size_of::<TrackedConn>() == 16);
+const _: () = assert!(core::mem::size_of::<IoPending>() == 32);
 const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 120);
-const _: () = assert!(DATA_CHUNK.is_power_of_two() && MAX_CAPTURE % DATA_CHUNK == 0);
+const _: () = assert!(DATA_CHUNK.is_power_of_two() && MAX_CAPTURE.is_multiple_of(DATA_CHUNK));
 
 #[cfg(feature = "user")]
 mod user {
@@ -257,4 +289,5 @@ mod user {
     unsafe impl aya::Pod for super::ProbeConfig {}
     unsafe impl aya::Pod for super::TrackedKey {}
     unsafe impl aya::Pod for super::TrackedConn {}
+    unsafe impl aya::Pod for super::IoPending {}
 }

@@ -8,16 +8,13 @@
 //! Other paths and abstract sockets never leave the kernel.
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_user,
-        generated,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_user, generated,
     },
     macros::{map, tracepoint},
     maps::LruHashMap,
     programs::TracePointContext,
 };
-use tokenwatch_common::{
-    connect_flags, counter, ConnectEvent, EventKind, COMM_LEN, SUN_PATH_MAX,
-};
+use tokenwatch_common::{connect_flags, counter, ConnectEvent, EventKind, COMM_LEN, SUN_PATH_MAX};
 
 use crate::{bump, config_path_byte, config_path_len, config_self_tgid, header, ktime_ns, tracked, EVENTS};
 

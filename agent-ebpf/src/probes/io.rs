@@ -22,11 +22,14 @@
 //!
 //! Same cost on the captured syscalls, but the raw tracepoint also doubles
 //! the cost of every other syscall. Note the second column: on this kernel
-//! any attached syscall tracepoint moves every syscall of the host to the
+//! any enabled syscall tracepoint moves every syscall of the host to the
 //! slow path (~+40 ns for an enter, ~+20 ns more for an exit tracepoint),
-//! whichever syscall it is for. Either way the cost here is paid only while
-//! userspace keeps these programs attached (adaptive capture, see
-//! `agent/src/sources/ebpf/window.rs`); they stay loaded while detached.
+//! whichever syscall it is for — plain ftrace enabling `sys_enter_connect`
+//! alone costs the same +39 ns per pipe write. Either way the cost here is
+//! paid only while userspace keeps these programs attached (adaptive
+//! capture, see `agent/src/sources/ebpf/window.rs`); they stay loaded while
+//! detached. `cargo xtask bench` (groups `pipe_write_64`, `get_token`)
+//! measures the same through the agent.
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated},
@@ -35,8 +38,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use tokenwatch_common::{
-    counter, data_flags, direction, op, DataHeader, EventKind, TrackedKey, DATA_CHUNK, DATA_HEADER_LEN, MAX_CAPTURE,
-    MAX_IOV,
+    counter, data_flags, direction, op, shape, DataHeader, EventKind, IoPending, TrackedKey, DATA_CHUNK,
+    DATA_HEADER_LEN, MAX_CAPTURE, MAX_IOV,
 };
 
 use crate::{bump, header, ktime_ns, tracked, EVENTS, TRACKED};
@@ -50,6 +53,8 @@ const ARG_BUF: usize = 24;
 const ARG_LEN: usize = 32;
 const ARG_RECVFROM_FLAGS: usize = 40;
 const EXIT_RET: usize = 16;
+/// `__syscall_nr`, in both the enter and the exit records.
+const SYSCALL_NR: usize = 8;
 /// `offsetof(struct user_msghdr, msg_iov)`; `msg_iovlen` follows.
 const MSGHDR_IOV: u64 = 16;
 const MSG_PEEK: u64 = 2;
@@ -58,32 +63,10 @@ const WAKEUP_AT_BYTES: u64 = 128 * 1024;
 /// Loop bound of the copy: one step per iovec plus one per full record.
 const COPY_STEPS: usize = MAX_IOV + MAX_CAPTURE / DATA_CHUNK;
 
-/// How the syscall's bytes are described.
-#[derive(Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-enum Shape {
-    /// One buffer: `buf`, `count` bytes.
-    Buf = 0,
-    /// An iovec array: `buf` points to `count` iovecs.
-    Iov = 1,
-}
-
-/// A syscall on a tracked fd in flight, by thread.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Pending {
-    buf: u64,
-    count: u64,
-    fd: i32,
-    shape: Shape,
-    direction: u8,
-    op: u8,
-    _pad: u8,
-}
-
-/// Keyed by `pid_tgid`; LRU so threads killed mid-syscall cannot fill it.
+/// Keyed by `pid_tgid`; LRU so threads killed mid-syscall cannot fill it;
+/// cleared by userspace after each detach.
 #[map]
-static IO_PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(4096, 0);
+static IO_PENDING: LruHashMap<u64, IoPending> = LruHashMap::with_max_entries(4096, 0);
 
 /// A record being assembled: header, then room for one chunk at any offset
 /// below `DATA_CHUNK` (twice the chunk, so the verifier can prove
@@ -126,14 +109,14 @@ macro_rules! enter_probe {
     };
 }
 
-enter_probe!(io_enter_write, Shape::Buf, direction::TX, op::WRITE);
-enter_probe!(io_enter_writev, Shape::Iov, direction::TX, op::WRITEV);
-enter_probe!(io_enter_sendto, Shape::Buf, direction::TX, op::SENDTO);
-enter_probe!(io_enter_sendmsg, Shape::Iov, direction::TX, op::SENDMSG);
-enter_probe!(io_enter_read, Shape::Buf, direction::RX, op::READ);
-enter_probe!(io_enter_readv, Shape::Iov, direction::RX, op::READV);
-enter_probe!(io_enter_recvfrom, Shape::Buf, direction::RX, op::RECVFROM);
-enter_probe!(io_enter_recvmsg, Shape::Iov, direction::RX, op::RECVMSG);
+enter_probe!(io_enter_write, shape::BUF, direction::TX, op::WRITE);
+enter_probe!(io_enter_writev, shape::IOV, direction::TX, op::WRITEV);
+enter_probe!(io_enter_sendto, shape::BUF, direction::TX, op::SENDTO);
+enter_probe!(io_enter_sendmsg, shape::IOV, direction::TX, op::SENDMSG);
+enter_probe!(io_enter_read, shape::BUF, direction::RX, op::READ);
+enter_probe!(io_enter_readv, shape::IOV, direction::RX, op::READV);
+enter_probe!(io_enter_recvfrom, shape::BUF, direction::RX, op::RECVFROM);
+enter_probe!(io_enter_recvmsg, shape::IOV, direction::RX, op::RECVMSG);
 
 /// Attached to every `sys_exit_*` of the eight syscalls.
 #[tracepoint]
@@ -142,7 +125,7 @@ pub fn io_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
-fn try_enter(ctx: &TracePointContext, shape: Shape, dir: u8, op: u8) -> Result<(), i64> {
+fn try_enter(ctx: &TracePointContext, shape: u8, dir: u8, op: u8) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !tracked::tgid_is_tracked(tgid) {
@@ -173,7 +156,8 @@ fn try_enter(ctx: &TracePointContext, shape: Shape, dir: u8, op: u8) -> Result<(
         }
         _ => {}
     }
-    let pending = Pending { buf, count, fd, shape, direction: dir, op, _pad: 0 };
+    let nr = unsafe { ctx.read_at::<i32>(SYSCALL_NR) }?;
+    let pending = IoPending { buf, count, fd, nr, shape, direction: dir, op, _pad: [0; 5] };
     IO_PENDING.insert(&pid_tgid, &pending, 0)?;
     Ok(())
 }
@@ -187,7 +171,10 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
         None => return Ok(()),
     };
     let _ = IO_PENDING.remove(&pid_tgid);
-    // SAFETY: offset from the tracepoint's format file.
+    // SAFETY (ctx reads): offsets from the tracepoint's format file.
+    if unsafe { ctx.read_at::<i32>(SYSCALL_NR) }? != p.nr {
+        return Ok(()); // not the syscall that entered (cannot happen while userspace clears the map)
+    }
     let ret = unsafe { ctx.read_at::<i64>(EXIT_RET) }?;
     if ret <= 0 {
         return Ok(()); // error, EAGAIN or EOF: nothing moved
@@ -228,15 +215,15 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
 /// Copies the first `min(ret, MAX_CAPTURE)` bytes the syscall moved into
 /// records, flushing each full chunk and the rest at the end.
 #[inline(always)]
-fn copy_out(scratch: &mut Scratch, p: &Pending, ret: u64) {
+fn copy_out(scratch: &mut Scratch, p: &IoPending, ret: u64) {
     let total = if ret > MAX_CAPTURE as u64 { MAX_CAPTURE as u64 } else { ret };
     let iov_count = if p.count > MAX_IOV as u64 { MAX_IOV as u64 } else { p.count };
     let st: *mut CopyState = &mut scratch.st;
     // SAFETY (all st accesses): a valid pointer into this CPU's scratch value.
     unsafe {
         let (base, left, next_iov) = match p.shape {
-            Shape::Buf => (p.buf, total, MAX_IOV as u64),
-            Shape::Iov => (0, 0, 0),
+            shape::BUF => (p.buf, total, MAX_IOV as u64),
+            _ => (0, 0, 0),
         };
         st.write_volatile(CopyState { copied: 0, fill: 0, base, left, next_iov });
     }
@@ -263,7 +250,7 @@ fn copy_out(scratch: &mut Scratch, p: &Pending, ret: u64) {
 /// One step of the copy: next iovec if the current one is done, then as many
 /// bytes as fit the chunk; a full chunk is flushed. `false`: stop.
 #[inline(always)]
-fn copy_step(scratch: &mut Scratch, st: *mut CopyState, p: &Pending, total: u64, iov_count: u64) -> bool {
+fn copy_step(scratch: &mut Scratch, st: *mut CopyState, p: &IoPending, total: u64, iov_count: u64) -> bool {
     // SAFETY (all st accesses): a valid pointer into this CPU's scratch value.
     let copied = unsafe { core::ptr::addr_of!((*st).copied).read_volatile() };
     if copied >= total {
@@ -273,12 +260,11 @@ fn copy_step(scratch: &mut Scratch, st: *mut CopyState, p: &Pending, total: u64,
     let mut left = unsafe { core::ptr::addr_of!((*st).left).read_volatile() };
     if left == 0 {
         let next_iov = unsafe { core::ptr::addr_of!((*st).next_iov).read_volatile() };
-        if p.shape == Shape::Buf || next_iov >= iov_count {
+        if p.shape == shape::BUF || next_iov >= iov_count {
             return false;
         }
         // SAFETY: the helper faults safely on bad user pointers.
-        let Ok(iov) =
-            (unsafe { aya_ebpf::helpers::bpf_probe_read_user((p.buf + next_iov * 16) as *const [u64; 2]) })
+        let Ok(iov) = (unsafe { aya_ebpf::helpers::bpf_probe_read_user((p.buf + next_iov * 16) as *const [u64; 2]) })
         else {
             bump(counter::READ_FAULT);
             return false;

@@ -49,7 +49,8 @@ fn try_sys_enter_close(ctx: &TracePointContext) -> Result<(), i32> {
     if !tracked::untrack(tgid, fd) {
         return Ok(());
     }
-    let ev = CloseEvent { header: header(EventKind::Close, size_of::<CloseEvent>(), pid_tgid, ktime_ns()), fd, _pad: 0 };
+    let ev =
+        CloseEvent { header: header(EventKind::Close, size_of::<CloseEvent>(), pid_tgid, ktime_ns()), fd, _pad: 0 };
     match EVENTS.output::<CloseEvent>(&ev, 0) {
         Ok(()) => bump(counter::SENT),
         Err(_) => bump(counter::LOST),

@@ -9,10 +9,7 @@
 //! dynamic table of the bytes before is unknown. Decoders are dropped when
 //! capture is detached. Gaps (ring buffer full, per-syscall cap, faults)
 //! show up as jumps of the kernel's per-direction stream offsets.
-use std::{
-    collections::HashMap,
-    time::SystemTime,
-};
+use std::{collections::HashMap, time::SystemTime};
 
 use tokenwatch_common::{connect_flags, direction, ConnectEvent, DataHeader, MAX_TRACKED};
 
@@ -150,8 +147,11 @@ impl Tracker {
             }
             Connection::with_config(config, !fresh)
         });
-        let (dir, side) =
-            if head.direction == direction::TX { (Direction::ClientToServer, 0) } else { (Direction::ServerToClient, 1) };
+        let (dir, side) = if head.direction == direction::TX {
+            (Direction::ClientToServer, 0)
+        } else {
+            (Direction::ServerToClient, 1)
+        };
         let pos = head.stream_off.wrapping_add(u64::from(head.chunk_off));
         let gap = conn.next_off[side].is_some_and(|n| n != pos);
         conn.next_off[side] = Some(pos.wrapping_add(u64::from(head.data_len)));

@@ -18,10 +18,16 @@ use crate::events::{ConnectObserved, Process};
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Record<'a> {
     Connect(ConnectEvent),
-    Data { head: DataHeader, payload: &'a [u8] },
+    Data {
+        head: DataHeader,
+        payload: &'a [u8],
+    },
     Close(CloseEvent),
     /// The process exited (`exec: false`) or exec'd.
-    ProcessGone { event: ProcessEvent, exec: bool },
+    ProcessGone {
+        event: ProcessEvent,
+        exec: bool,
+    },
 }
 
 /// Why a ring-buffer record was not turned into a [`Record`].
@@ -61,16 +67,19 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Record<'_>, RecordError> {
             Record::Data { head, payload: &bytes[DATA_HEADER_LEN..] }
         }
         EventKind::Close => Record::Close(read_pod(bytes).ok_or(bad_len)?),
-        EventKind::ProcessExit | EventKind::Exec => Record::ProcessGone {
-            event: read_pod(bytes).ok_or(bad_len)?,
-            exec: kind == EventKind::Exec,
-        },
+        EventKind::ProcessExit | EventKind::Exec => {
+            Record::ProcessGone { event: read_pod(bytes).ok_or(bad_len)?, exec: kind == EventKind::Exec }
+        }
     })
 }
 
 /// A connect record as the event the state wants; `describe` attributes the
 /// caller (normally `proc::describe`).
-pub(super) fn connect_observed(ev: &ConnectEvent, clock: &Clock, describe: impl Fn(u32, &str) -> Process) -> ConnectObserved {
+pub(super) fn connect_observed(
+    ev: &ConnectEvent,
+    clock: &Clock,
+    describe: impl Fn(u32, &str) -> Process,
+) -> ConnectObserved {
     let comm = comm_str(&ev.comm);
     ConnectObserved {
         at: clock.wall(ev.header.ts_ns),

@@ -45,9 +45,9 @@ pub(super) fn discover(socket: &Path, self_pid: u32) -> io::Result<Vec<Found>> {
     let canonical = std::fs::canonicalize(socket).ok();
     let ours = |name: &[u8]| {
         name == socket.as_os_str().as_bytes()
-            || canonical.as_deref().is_some_and(|c| {
-                std::fs::canonicalize(std::ffi::OsStr::from_bytes(name)).is_ok_and(|n| n == c)
-            })
+            || canonical
+                .as_deref()
+                .is_some_and(|c| std::fs::canonicalize(std::ffi::OsStr::from_bytes(name)).is_ok_and(|n| n == c))
     };
     let clients = client_inodes(&socks, ours);
     if clients.is_empty() {
@@ -78,7 +78,8 @@ pub(super) fn scan_proc(root: &Path, inodes: &HashSet<u64>, self_pid: u32) -> Ve
         let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
         for fd in fds.flatten() {
             let Some(n) = fd.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-            if let Some(inode) = std::fs::read_link(fd.path()).ok().and_then(|t| socket_inode(t.as_os_str().as_bytes())) {
+            if let Some(inode) = std::fs::read_link(fd.path()).ok().and_then(|t| socket_inode(t.as_os_str().as_bytes()))
+            {
                 if inodes.contains(&inode) {
                     found.push(Found { pid, fd: n, inode });
                 }
@@ -130,7 +131,7 @@ pub(super) fn unix_stream_sockets() -> io::Result<Vec<UnixSock>> {
     req.extend_from_slice(&0u32.to_ne_bytes()); // udiag_ino
     req.extend_from_slice(&(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER).to_ne_bytes());
     req.extend_from_slice(&[0xff; 8]); // udiag_cookie: none
-    // SAFETY: sending an initialised buffer of the stated length.
+                                       // SAFETY: sending an initialised buffer of the stated length.
     if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -1,18 +1,16 @@
 //! Loading `tokenwatch-ebpf` (embedded at build time) and attaching its
 //! programs: the table of probes, the always-attached set, and the capture
 //! set that is attached and detached at run time (loaded once, verified once).
-use std::{
-    io,
-    os::unix::ffi::OsStrExt,
-    path::Path,
-};
+use std::{io, os::unix::ffi::OsStrExt, path::Path};
 
 use aya::{
     maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{trace_point::TracePointLinkId, ProgramError, TracePoint},
     Ebpf, EbpfLoader,
 };
-use tokenwatch_common::{config_flags, ProbeConfig, TrackedConn, TrackedKey, MAX_TRACKED_PER_PROCESS, SUN_PATH_MAX};
+use tokenwatch_common::{
+    config_flags, IoPending, ProbeConfig, TrackedConn, TrackedKey, MAX_TRACKED_PER_PROCESS, SUN_PATH_MAX,
+};
 use tracing::{debug, info};
 
 use super::errors::{kernel_error, program_error, EbpfError};
@@ -72,6 +70,7 @@ const MAP_EVENTS: &str = "EVENTS";
 const MAP_COUNTERS: &str = "COUNTERS";
 const MAP_TRACKED: &str = "TRACKED";
 const MAP_TRACKED_TGIDS: &str = "TRACKED_TGIDS";
+const MAP_IO_PENDING: &str = "IO_PENDING";
 const GLOBAL_CONFIG: &str = "CONFIG";
 /// Where tracefs is looked for (the order aya uses).
 const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
@@ -85,7 +84,8 @@ pub(super) struct Loaded {
     pub maps: TrackedMaps,
     /// `category/name` of each attached always-probe.
     pub attached: Vec<String>,
-    /// `Err(reason)` when the capture programs did not load (or were not asked for).
+    /// `Err(why)` when the capture programs did not load (`unavailable: …`)
+    /// or were not asked for (`off …`).
     pub capture: Result<(), String>,
 }
 
@@ -100,7 +100,7 @@ pub(super) fn load(socket: &Path, with_capture: bool) -> Result<Loaded, EbpfErro
     // aya caches the tracefs lookup for the life of the process, so it has
     // to be mounted before the first attach is even tried.
     let tracefs = ensure_tracefs()?;
-    if exit_has_group_dead(&tracefs) {
+    if exit_has_group_dead(tracefs) {
         config.flags |= config_flags::EXIT_HAS_GROUP_DEAD;
     }
     let mut ebpf = EbpfLoader::new()
@@ -120,16 +120,17 @@ pub(super) fn load(socket: &Path, with_capture: bool) -> Result<Loaded, EbpfErro
             .iter()
             .filter(|p| p.class == Class::Capture)
             .try_for_each(|p| load_program(&mut ebpf, p.program).map(drop))
-            .map_err(|e| e.to_string())
+            .map_err(|e| format!("unavailable: {e}"))
     } else {
-        Err("[ebpf] capture = \"off\"".to_string())
+        Err("off ([ebpf] capture = \"off\")".to_string())
     };
 
     let events = take_map(&mut ebpf, MAP_EVENTS, RingBuf::try_from)?;
     let counters = take_map(&mut ebpf, MAP_COUNTERS, PerCpuArray::try_from)?;
     let tracked = take_map(&mut ebpf, MAP_TRACKED, HashMap::try_from)?;
     let tgids = take_map(&mut ebpf, MAP_TRACKED_TGIDS, HashMap::try_from)?;
-    Ok(Loaded { ebpf, events, counters, maps: TrackedMaps { tracked, tgids }, attached, capture })
+    let pending = take_map(&mut ebpf, MAP_IO_PENDING, HashMap::try_from)?;
+    Ok(Loaded { ebpf, events, counters, maps: TrackedMaps { tracked, tgids, pending }, attached, capture })
 }
 
 /// The program `name`, loaded (once: programs attached twice share it).
@@ -145,7 +146,11 @@ fn load_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut TracePoint
     Ok(tp)
 }
 
-fn take_map<T>(ebpf: &mut Ebpf, name: &str, conv: impl FnOnce(aya::maps::Map) -> Result<T, MapError>) -> Result<T, EbpfError> {
+fn take_map<T>(
+    ebpf: &mut Ebpf,
+    name: &str,
+    conv: impl FnOnce(aya::maps::Map) -> Result<T, MapError>,
+) -> Result<T, EbpfError> {
     let map = ebpf.take_map(name).ok_or_else(|| EbpfError::Missing(format!("map `{name}`")))?;
     conv(map).map_err(|e| kernel_error(&format!("map `{name}`"), &e))
 }
@@ -154,9 +159,11 @@ fn take_map<T>(ebpf: &mut Ebpf, name: &str, conv: impl FnOnce(aya::maps::Map) ->
 pub(super) type CaptureLinks = Vec<(&'static str, TracePointLinkId)>;
 
 /// Attaches every capture probe, or none (what attached is detached again).
+/// Exits first and (in [`detach_capture`]) last, so that every enter the
+/// probes see has its exit seen too.
 pub(super) fn attach_capture(ebpf: &mut Ebpf) -> Result<CaptureLinks, EbpfError> {
     let mut links = Vec::new();
-    for p in PROBES.iter().filter(|p| p.class == Class::Capture) {
+    for p in capture_attach_order() {
         let attached = load_program(ebpf, p.program).and_then(|tp| {
             tp.attach(p.category, p.tracepoint)
                 .map_err(|e| kernel_error(&format!("attaching `{}` to {}/{}", p.program, p.category, p.tracepoint), &e))
@@ -172,12 +179,18 @@ pub(super) fn attach_capture(ebpf: &mut Ebpf) -> Result<CaptureLinks, EbpfError>
     Ok(links)
 }
 
+/// The capture probes, exits first.
+pub(super) fn capture_attach_order() -> Vec<&'static Probe> {
+    let capture = PROBES.iter().filter(|p| p.class == Class::Capture);
+    let (exits, enters): (Vec<&Probe>, Vec<&Probe>) = capture.partition(|p| p.tracepoint.starts_with("sys_exit_"));
+    exits.into_iter().chain(enters).collect()
+}
+
+/// Detaches in the reverse order of [`attach_capture`]: enters first.
 pub(super) fn detach_capture(ebpf: &mut Ebpf, links: CaptureLinks) {
-    for (program, link) in links {
-        let detached = ebpf
-            .program_mut(program)
-            .and_then(|p| <&mut TracePoint>::try_from(p).ok())
-            .map(|tp| tp.detach(link));
+    for (program, link) in links.into_iter().rev() {
+        let detached =
+            ebpf.program_mut(program).and_then(|p| <&mut TracePoint>::try_from(p).ok()).map(|tp| tp.detach(link));
         if let Some(Err(e)) = detached {
             debug!(program, error = %e, "detaching a capture probe");
         }
@@ -188,6 +201,7 @@ pub(super) fn detach_capture(ebpf: &mut Ebpf, links: CaptureLinks) {
 pub(super) struct TrackedMaps {
     tracked: HashMap<MapData, TrackedKey, TrackedConn>,
     tgids: HashMap<MapData, u32, u64>,
+    pending: HashMap<MapData, u64, IoPending>,
 }
 
 const BPF_NOEXIST: u64 = 1;
@@ -218,6 +232,15 @@ impl TrackedMaps {
             if let Ok(count) = self.tgids.get(&tgid, 0) {
                 let _ = self.tgids.insert(tgid, count.saturating_sub(1), 0);
             }
+        }
+    }
+
+    /// Forgets the syscalls in flight; call once the capture probes are
+    /// detached (a syscall blocked across the detach left its entry).
+    pub(super) fn clear_pending(&mut self) {
+        let keys: Vec<u64> = self.pending.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            let _ = self.pending.remove(&k);
         }
     }
 

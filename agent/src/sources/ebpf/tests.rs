@@ -187,6 +187,9 @@ fn every_capture_syscall_has_an_enter_and_an_exit() {
         assert!(capture.iter().any(|p| p.tracepoint == exit && p.program == "io_exit"), "{sc}");
     }
     assert_eq!(capture.len(), 16);
+    // exits attach first (and detach last): an enter seen always has its exit seen
+    let order: Vec<_> = load::capture_attach_order().iter().map(|p| p.program).collect();
+    assert!(order[..8].iter().all(|p| *p == "io_exit") && order[8..].iter().all(|p| p.starts_with("io_enter_")), "{order:?}");
 }
 
 // ---- errors ----
@@ -228,7 +231,12 @@ fn t(secs: u64) -> SystemTime {
 }
 
 fn inputs() -> WindowInputs {
-    WindowInputs { started_at: t(0), last_tracked_connect: None, unsettled_connections: 0, hint: CaptureHint::default() }
+    WindowInputs {
+        started_at: t(0),
+        last_tracked_connect: None,
+        unsettled_connections: 0,
+        hint: CaptureHint::default(),
+    }
 }
 
 #[test]
@@ -332,7 +340,10 @@ fn sock_diag_dump_finds_the_clients_of_the_watched_socket() {
     assert_eq!(client_inodes(&socks, |n| n == path), HashSet::from([201]));
     let err = parse_dump(&nlmsg(2, &(-libc::EPERM).to_ne_bytes()), &mut socks).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EPERM));
-    assert!(parse_dump(&[40, 0, 0, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], &mut socks).is_err(), "length past the end");
+    assert!(
+        parse_dump(&[40, 0, 0, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], &mut socks).is_err(),
+        "length past the end"
+    );
 }
 
 #[test]

@@ -1,0 +1,315 @@
+//! The source's run loop: drains the ring buffer into events, keeps the
+//! capture probes attached while the window says so, and revalidates
+//! tracked connections against /proc.
+use std::{
+    path::Path,
+    time::{Duration, SystemTime},
+};
+
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use tokenwatch_common::counter;
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{mpsc, watch},
+};
+use tracing::{debug, info, warn};
+
+use super::{
+    capture::Tracker,
+    decode::{self, Clock, Record, Skipped},
+    discover,
+    load::{self, CaptureLinks, Loaded},
+    want_capture,
+    window::{Switch, Transition},
+    CaptureHint, EbpfError, EbpfSource, Reason, Settings, WindowInputs,
+};
+use crate::{
+    events::Event,
+    protocol::ConnectionConfig,
+    sources::{proc, Health, SourceState},
+};
+
+/// How often counters are read, the clock offset refreshed and the capture
+/// window evaluated.
+const TICK: Duration = Duration::from_secs(1);
+/// How often the ring is drained while capturing: data records do not wake
+/// userspace until the ring is a quarter full.
+const DATA_DRAIN: Duration = Duration::from_millis(50);
+/// How often tracked connections are checked against /proc.
+const REVALIDATE_EVERY: Duration = Duration::from_secs(10);
+/// After a failed attach of the capture probes, try again this much later.
+const ATTACH_RETRY: Duration = Duration::from_secs(30);
+
+/// Reads the ring buffer until `tx` closes: `Ok`; `Err` when the ring
+/// buffer cannot be watched.
+pub(super) async fn run(
+    source: EbpfSource,
+    tx: &mpsc::Sender<Event>,
+    health: &Health,
+    mut hints: watch::Receiver<CaptureHint>,
+) -> Result<(), EbpfError> {
+    let EbpfSource { loaded, socket, settings } = source;
+    let Loaded { mut ebpf, events, counters, mut maps, attached, capture } = loaded;
+    // SAFETY: the RingBuf owns its map fd for as long as it lives, and
+    // as_raw_fd always returns that fd.
+    let mut ring = unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
+        .map_err(|e| EbpfError::Io(e.into_parts().1))?;
+    let base_detail = format!("attached {} (socket {})", attached.join(", "), socket.display());
+    info!(socket = %socket.display(), probes = %attached.join(", "), capture = ?settings.capture, "eBPF source running");
+
+    let started_at = SystemTime::now();
+    let mut clock = Clock::now();
+    let mut tracker =
+        Tracker::new(ConnectionConfig { expires_at_field: settings.expires_at_field, ..Default::default() });
+    let mut run = Run { links: None, switch: Switch::default(), reason: None, attach_after: None, capture_ok: capture };
+    discover_at_start(&socket, &mut tracker, &mut maps);
+    health.set(SourceState::Running, run.detail(&base_detail));
+
+    let mut skipped = Skipped::default();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut drain = tokio::time::interval(DATA_DRAIN);
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_revalidate = SystemTime::now();
+    let mut hints_open = true;
+    let mut batch = Vec::new();
+    loop {
+        tokio::select! {
+            _ = tx.closed() => break,
+            _ = tick.tick() => {
+                health.set_lost(kernel_counter(&counters, counter::LOST) + skipped.total);
+                clock = Clock::now(); // follow wall-clock steps (NTP, manual)
+                let now = SystemTime::now();
+                if now.duration_since(last_revalidate).is_ok_and(|d| d >= REVALIDATE_EVERY) {
+                    last_revalidate = now;
+                    for (tgid, fd) in tracker.revalidate(|(tgid, fd)| fd_inode(tgid, fd)) {
+                        maps.untrack(tgid, fd);
+                    }
+                }
+            }
+            changed = hints.changed(), if hints_open => {
+                if changed.is_err() {
+                    hints_open = false; // the state stopped hinting: windows from connects and start only
+                }
+            }
+            _ = drain.tick(), if run.switch.attached() => {
+                // data records do not wake us (see probes/io.rs): fetch them
+                drain_ring(ring.get_mut(), &clock, &mut tracker, &mut maps, &mut batch, &mut skipped);
+            }
+            guard = ring.readable_mut() => {
+                let mut guard = guard.map_err(EbpfError::Io)?;
+                drain_ring(guard.get_inner_mut(), &clock, &mut tracker, &mut maps, &mut batch, &mut skipped);
+                guard.clear_ready();
+            }
+        }
+        if run.switch.attached() {
+            // what the probes produced so far goes to the decoders it belongs to,
+            // before a detach drops them
+            drain_ring(ring.get_mut(), &clock, &mut tracker, &mut maps, &mut batch, &mut skipped);
+        }
+        let inputs = WindowInputs {
+            started_at,
+            last_tracked_connect: tracker.last_tracked_connect(),
+            unsettled_connections: tracker.unsettled(),
+            hint: *hints.borrow(),
+        };
+        if run.evaluate(&mut ebpf, &mut tracker, &mut maps, &settings, &inputs) {
+            health.set(SourceState::Running, run.detail(&base_detail));
+            debug!(kernel = %kernel_counters(&counters), "eBPF kernel counters");
+        }
+        if skipped.changed {
+            skipped.changed = false;
+            health.set_lost(kernel_counter(&counters, counter::LOST) + skipped.total);
+        }
+        let n = batch.len() as u64;
+        for ev in batch.drain(..) {
+            if tx.send(ev).await.is_err() {
+                return Ok(());
+            }
+        }
+        if n > 0 {
+            health.add_events(n);
+        }
+    }
+    debug!(
+        stats = ?tracker.stats(),
+        kernel = %kernel_counters(&counters),
+        connections = tracker.connections(),
+        "eBPF source stopping"
+    );
+    Ok(())
+}
+
+/// The capture probes' state in the run loop.
+struct Run {
+    links: Option<CaptureLinks>,
+    switch: Switch,
+    reason: Option<Reason>,
+    /// No attach before this (after a failure).
+    attach_after: Option<SystemTime>,
+    /// `Err`: the capture programs did not load; never attach.
+    capture_ok: Result<(), String>,
+}
+
+impl Run {
+    /// Attaches or detaches as the window says; `true` when that changed.
+    fn evaluate(
+        &mut self,
+        ebpf: &mut aya::Ebpf,
+        tracker: &mut Tracker,
+        maps: &mut load::TrackedMaps,
+        s: &Settings,
+        inputs: &WindowInputs,
+    ) -> bool {
+        if self.capture_ok.is_err() {
+            return false;
+        }
+        let now = SystemTime::now();
+        let reason = want_capture(s.capture, now, inputs, &s.window);
+        let changed_reason = reason.is_some() && reason != self.reason;
+        if reason.is_some() {
+            self.reason = reason;
+        }
+        match self.switch.step(now, reason.is_some(), s.window.linger) {
+            Some(Transition::Attach) if self.attach_after.is_none_or(|t| now >= t) => {
+                match load::attach_capture(ebpf) {
+                    Ok(links) => {
+                        // Bytes from here on are seen; anything earlier is not.
+                        tracker.capture_attached(decode::ktime_now());
+                        self.links = Some(links);
+                        self.switch.set_attached(true);
+                        self.attach_after = None;
+                        info!(reason = self.reason.map_or("", Reason::as_str), "eBPF capture attached");
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "attaching the eBPF capture probes failed; retrying in {:?}", ATTACH_RETRY);
+                        self.attach_after = Some(now + ATTACH_RETRY);
+                    }
+                }
+                true
+            }
+            Some(Transition::Detach) => {
+                if let Some(links) = self.links.take() {
+                    load::detach_capture(ebpf, links);
+                    maps.clear_pending();
+                }
+                tracker.capture_detached();
+                self.switch.set_attached(false);
+                self.reason = None;
+                info!(stats = ?tracker.stats(), "eBPF capture detached");
+                true
+            }
+            _ => changed_reason,
+        }
+    }
+
+    fn detail(&self, base: &str) -> String {
+        match (&self.capture_ok, self.switch.attached()) {
+            (Err(why), _) => format!("{base}; capture {why}"),
+            (Ok(()), true) => format!("{base}; capturing ({})", self.reason.map_or("", Reason::as_str)),
+            (Ok(()), false) => format!("{base}; capture idle"),
+        }
+    }
+}
+
+/// Handles every record in the ring. Drains fully before anything is
+/// awaited: items borrow the ring, and attribution must happen while the
+/// caller lives.
+fn drain_ring(
+    rb: &mut RingBuf<MapData>,
+    clock: &Clock,
+    tracker: &mut Tracker,
+    maps: &mut load::TrackedMaps,
+    out: &mut Vec<Event>,
+    skipped: &mut Skipped,
+) {
+    while let Some(item) = rb.next() {
+        match decode::parse(&item) {
+            Ok(record) => handle(record, clock, tracker, maps, out),
+            Err(e) => skipped.record(e),
+        }
+    }
+}
+
+/// One record: tracker updates, kernel-map cleanup, events into `out`.
+fn handle(
+    record: Record<'_>,
+    clock: &Clock,
+    tracker: &mut Tracker,
+    maps: &mut load::TrackedMaps,
+    out: &mut Vec<Event>,
+) {
+    match record {
+        Record::Connect(ev) => {
+            let connect = decode::connect_observed(&ev, clock, proc::describe);
+            let inode = fd_inode(ev.header.tgid, ev.fd);
+            tracker.on_connect(&ev, connect.at, connect.process.clone(), inode);
+            out.push(Event::Connect(connect));
+        }
+        Record::Data { head, payload } => {
+            out.extend(tracker.on_data(&head, payload, clock, |pid| proc::describe(pid, &proc_comm(pid))));
+        }
+        Record::Close(ev) => tracker.on_close((ev.header.tgid, ev.fd)),
+        Record::ProcessGone { event, .. } => {
+            let tgid = event.header.tgid;
+            maps.forget(tgid, tracker.on_process_gone(tgid));
+            out.push(Event::ProcessExit { pid: tgid, at: clock.wall(event.header.ts_ns) });
+        }
+    }
+}
+
+/// Finds the connections open before start and tracks them (late join).
+fn discover_at_start(socket: &Path, tracker: &mut Tracker, maps: &mut load::TrackedMaps) {
+    let found = match discover::discover(socket, std::process::id()) {
+        Ok(f) => f,
+        Err(e) => return warn!(error = %e, "discovering open connections to token-agent (sock_diag) failed"),
+    };
+    let mut seeded = 0;
+    for f in &found {
+        match maps.seed(f.pid, f.fd) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                warn!(error = %e, "tracking an open connection failed");
+                continue;
+            }
+        }
+        if tracker.on_discovered((f.pid, f.fd), f.inode, || proc::describe(f.pid, &proc_comm(f.pid))) {
+            seeded += 1;
+        }
+    }
+    info!(found = found.len(), tracked = seeded, "open connections to token-agent at start");
+}
+
+/// The inode of the socket `tgid` holds as `fd`, if any.
+fn fd_inode(tgid: u32, fd: i32) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/{tgid}/fd/{fd}")).ok()?;
+    discover::socket_inode(std::os::unix::ffi::OsStrExt::as_bytes(link.as_os_str()))
+}
+
+fn proc_comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim_end().to_string()).unwrap_or_default()
+}
+
+/// Every kernel counter, for the logs.
+fn kernel_counters(counters: &PerCpuArray<MapData, u64>) -> String {
+    let names = [
+        (counter::SENT, "sent"),
+        (counter::LOST, "lost"),
+        (counter::TRUNCATED, "truncated"),
+        (counter::TRACK_FULL, "track_full"),
+        (counter::READ_FAULT, "read_fault"),
+    ];
+    names.iter().map(|&(i, n)| format!("{n}={}", kernel_counter(counters, i))).collect::<Vec<_>>().join(" ")
+}
+
+/// Sum over CPUs of one of the kernel's counters.
+fn kernel_counter(counters: &PerCpuArray<MapData, u64>, index: u32) -> u64 {
+    match counters.get(&index, 0) {
+        Ok(values) => values.iter().sum(),
+        Err(e) => {
+            debug!(error = %e, index, "reading an eBPF counter");
+            0
+        }
+    }
+}
