@@ -137,6 +137,32 @@ async fn healthy_unavailable_down_and_back() {
     .await
     .unwrap();
 
+    // the client's calls as the eBPF probe decoded them: CLIENT spans with
+    // the method, status and expires_at, and the duration histogram
+    let method = "yandex.cloud.priv.iam.v1.TokenAgent/GetToken";
+    let span = rx
+        .wait_span("an eBPF CLIENT span of a GetToken call", Duration::from_secs(10), |s| {
+            s.kind == 3 && s.attributes.get("tokenwatch.source").map(String::as_str) == Some("ebpf")
+                && s.attributes.get("rpc.response.status_code").map(String::as_str) == Some("OK")
+                && s.attributes.get("process.pid") == Some(&pid.to_string())
+        })
+        .await
+        .unwrap();
+    assert_eq!(span.name, method);
+    assert_eq!(span.attributes["rpc.system.name"], "grpc");
+    assert!(span.attributes["iam_token.expires_at"].ends_with('Z'), "{span:?}");
+    rx.wait_point("rpc.client.call.duration", Duration::from_secs(10), |p| {
+        p.metric == "rpc.client.call.duration" && p.attributes.get("rpc.method").map(String::as_str) == Some(method)
+    })
+    .await
+    .unwrap();
+    // token-agent's own account of a call, as a SERVER span
+    rx.wait_span("an access-log SERVER span", Duration::from_secs(10), |s| {
+        s.kind == 2 && s.attributes.get("tokenwatch.source").map(String::as_str) == Some("access_log")
+    })
+    .await
+    .unwrap();
+
     // the token is nowhere
     let re = regex::Regex::new(TOKEN_SHAPE).unwrap();
     let raw = String::from_utf8_lossy(&rx.raw()).into_owned();

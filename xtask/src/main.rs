@@ -39,7 +39,11 @@ enum Task {
     /// The simulator + the agent: watch a client refresh and a fault get detected. Ctrl-C stops it.
     Demo(demo::Args),
     /// Benchmarks (criterion), reported as ratios against a baseline from the same run.
-    Bench,
+    Bench {
+        /// Only the running agent against the simulator (idle cost, detection latency).
+        #[arg(long)]
+        agent_only: bool,
+    },
     /// Build the release binary and a Debian package (target/package/tokenwatch_*.deb).
     Package,
     /// The eBPF tests in qemu on Debian kernels (5.10, 6.1, 6.12, newest backports) and the host: one row per kernel.
@@ -54,7 +58,8 @@ fn main() -> std::process::ExitCode {
         Task::Run { args } => build::all(build::Profile::Release).and_then(|b| util::run_agent(&b, &args)),
         Task::Test { args } => test::run(&args),
         Task::Demo(args) => demo::run(args),
-        Task::Bench => bench::run(),
+        Task::Bench { agent_only: false } => bench::run(),
+        Task::Bench { agent_only: true } => bench_agent::run(),
         Task::Package => package::run(),
         Task::VmTest(args) => vmtest::run(args),
     };
