@@ -74,9 +74,7 @@ impl Delimited {
 
     /// The named columns of `line`, in order.
     pub fn pairs<'a>(&'a self, line: &'a str) -> Result<super::Pairs<'a>, ParseError> {
-        let mut out = Vec::new();
-        self.parse(line, &mut |k, v| out.push((k, v)))?;
-        Ok(out)
+        super::collect(|mut sink| self.parse(line, &mut sink))
     }
 }
 
@@ -88,12 +86,10 @@ mod tests {
         c.iter().map(|s| s.to_string()).collect()
     }
 
-    fn kv(d: &Delimited, line: &str) -> Vec<(String, String)> {
-        d.pairs(line).unwrap().into_iter().map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
-    }
+    use crate::format::testkit::{owned, p};
 
-    fn p(k: &str, v: &str) -> (String, String) {
-        (k.into(), v.into())
+    fn kv(d: &Delimited, line: &str) -> Vec<(String, String)> {
+        owned(d.pairs(line))
     }
 
     #[test]

@@ -23,9 +23,7 @@ pub fn parse<'a>(line: &'a str, sink: &mut impl Sink<'a>) -> Result<(), ParseErr
 
 /// The pairs of a JSON line, in order.
 pub fn pairs(line: &str) -> Result<super::Pairs<'_>, ParseError> {
-    let mut out = Vec::new();
-    parse(line, &mut |k, v| out.push((k, v)))?;
-    Ok(out)
+    super::collect(|mut sink| parse(line, &mut sink))
 }
 
 fn category(e: &serde_json::Error) -> &'static str {
@@ -153,12 +151,10 @@ impl<'de> Visitor<'de> for Scalar {
 mod tests {
     use super::*;
 
-    fn kv(line: &str) -> Vec<(String, String)> {
-        pairs(line).unwrap().into_iter().map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
-    }
+    use crate::format::testkit::{owned, p};
 
-    fn p(k: &str, v: &str) -> (String, String) {
-        (k.into(), v.into())
+    fn kv(line: &str) -> Vec<(String, String)> {
+        owned(pairs(line))
     }
 
     #[test]

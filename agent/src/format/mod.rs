@@ -37,6 +37,28 @@ pub type Pairs<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
 pub trait Sink<'a>: FnMut(Cow<'a, str>, Cow<'a, str>) {}
 impl<'a, F: FnMut(Cow<'a, str>, Cow<'a, str>)> Sink<'a> for F {}
 
+/// Runs a sink-style parser and keeps the pairs it emits, in order.
+pub(crate) fn collect<'a>(
+    run: impl FnOnce(&mut dyn FnMut(Cow<'a, str>, Cow<'a, str>)) -> Result<(), ParseError>,
+) -> Result<Pairs<'a>, ParseError> {
+    let mut out = Vec::new();
+    run(&mut |k, v| out.push((k, v)))?;
+    Ok(out)
+}
+
+/// Helpers shared by the parsers' unit tests.
+#[cfg(test)]
+pub(crate) mod testkit {
+    /// Pairs as owned strings, for comparisons.
+    pub fn owned(pairs: Result<super::Pairs<'_>, super::ParseError>) -> Vec<(String, String)> {
+        pairs.unwrap().into_iter().map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+    }
+
+    pub fn p(k: &str, v: &str) -> (String, String) {
+        (k.into(), v.into())
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Kind {
     Auto,

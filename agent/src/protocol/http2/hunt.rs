@@ -91,19 +91,8 @@ fn confirm(h: &FrameHeader, after: &[u8], max_len: u32, at_chunk_end: bool) -> O
 mod tests {
     use super::super::{flags, FrameType};
     use super::*;
+    use crate::protocol::testutil::frame;
 
-    fn frame(ty: FrameType, fl: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
-        let h = FrameHeader {
-            length: payload.len() as u32,
-            ty,
-            flags: fl,
-            stream_id,
-            reserved: false,
-        };
-        let mut v = h.encode().to_vec();
-        v.extend_from_slice(payload);
-        v
-    }
 
     #[test]
     fn finds_confirmed_frame_after_garbage() {
