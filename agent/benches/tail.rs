@@ -1,13 +1,19 @@
 //! End-to-end tail throughput: append N access-log lines (~200 bytes) to a
 //! real file, then time `Tailer::poll` until it has handed out all of them
 //! (read + split + UTF-8 check + `Line` per line). Reported in lines/s.
+//! `appended_to_applied` adds what the agent does with each line: parse and
+//! normalize (tskv), turn it into a call event and apply it to the state.
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tokenwatch::events::LogKind;
+use tokenwatch::config::{Config, LogFormat};
+use tokenwatch::events::{Event, LogKind};
+use tokenwatch::format::LineParser;
+use tokenwatch::sources::log_events::{call, ProcessCache};
 use tokenwatch::sources::logs::{Start, TailOptions, Tailer};
+use tokenwatch::state::{Settings, State};
 
 const N: u64 = 10_000;
 /// Start a fresh file (outside the timing) once it is this big.
@@ -40,34 +46,47 @@ fn tail(c: &mut Criterion) {
     let mut g = c.benchmark_group("tail");
     g.throughput(Throughput::Elements(N));
     g.measurement_time(Duration::from_secs(5));
-    g.bench_function("poll_200B_lines", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                if state.0.metadata().map(|m| m.len()).unwrap_or(0) > MAX_FILE {
-                    if let Some(s) = fresh() {
-                        state = s;
+    for apply in [false, true] {
+        let id = if apply { "appended_to_applied" } else { "poll_200B_lines" };
+        let parser = LineParser::new(LogFormat::Tskv, "|", &[]).expect("tskv parser");
+        let mut st = State::new(Settings::from_config(&Config::default()));
+        let mut procs = ProcessCache::default();
+        g.bench_function(id, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    if state.0.metadata().map(|m| m.len()).unwrap_or(0) > MAX_FILE {
+                        if let Some(s) = fresh() {
+                            state = s;
+                        }
                     }
-                }
-                let (f, t) = &mut state;
-                if f.write_all(block.as_bytes()).is_err() {
-                    return total;
-                }
-                let start = Instant::now();
-                let mut got = 0;
-                while got < N {
-                    let lines = t.poll();
-                    if lines.is_empty() {
-                        break;
+                    let (f, t) = &mut state;
+                    if f.write_all(block.as_bytes()).is_err() {
+                        return total;
                     }
-                    got += lines.len() as u64;
+                    let start = Instant::now();
+                    let mut got = 0;
+                    while got < N {
+                        let lines = t.poll();
+                        if lines.is_empty() {
+                            break;
+                        }
+                        got += lines.len() as u64;
+                        if apply {
+                            for l in &lines {
+                                if let Ok(r) = parser.parse(&l.text) {
+                                    st.apply(&Event::Call(call(r, &mut procs)));
+                                }
+                            }
+                        }
+                    }
+                    total += start.elapsed();
+                    assert_eq!(got, N, "the tailer missed lines");
                 }
-                total += start.elapsed();
-                assert_eq!(got, N, "the tailer missed lines");
-            }
-            total
-        })
-    });
+                total
+            })
+        });
+    }
     g.finish();
 }
 

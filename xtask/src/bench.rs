@@ -26,6 +26,7 @@ const THROUGHPUTS: &[(&str, &str, &str)] = &[
     ("decode", "get_token_stream", "HTTP/2+HPACK+gRPC decode of captured bytes"),
     ("decode", "get_token_stream_late_join", "the same, joined late"),
     ("tail", "poll_200B_lines", "tailing a growing file (lines of 200 B)"),
+    ("tail", "appended_to_applied", "lines appended → parsed → applied to the state"),
 ];
 
 pub fn run() -> Result<()> {

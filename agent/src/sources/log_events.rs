@@ -103,7 +103,8 @@ pub async fn run_app_log(
     logs::run_events(path, LogKind::AppLog, start, Default::default(), parse, tx, health).await;
 }
 
-fn call(r: Record, procs: &mut ProcessCache) -> CallObserved {
+/// An access-log record as a call seen by `source="access_log"`.
+pub fn call(r: Record, procs: &mut ProcessCache) -> CallObserved {
     let at = r.time.unwrap_or_else(SystemTime::now);
     let recent = SystemTime::now().duration_since(at).map_or(true, |age| age <= LIVE_ATTRIBUTION);
     let process = match r.pid {
@@ -127,7 +128,7 @@ fn call(r: Record, procs: &mut ProcessCache) -> CallObserved {
 
 /// /proc lookups per pid, reused for a minute: an access log can be busy.
 #[derive(Default)]
-struct ProcessCache(HashMap<u32, (Instant, Process)>);
+pub struct ProcessCache(HashMap<u32, (Instant, Process)>);
 
 impl ProcessCache {
     fn describe(&mut self, pid: u32) -> Process {
