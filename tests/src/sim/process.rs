@@ -188,16 +188,8 @@ impl Drop for SimTokenAgent {
     }
 }
 
-/// Options of `sim-compute-node`.
-#[derive(Clone, Debug)]
-pub struct SimComputeNodeOpts {
-    pub socket: PathBuf,
-    pub tag: String,
-    pub fraction: f64,
-    pub retry: Duration,
-    pub retry_max: Duration,
-    pub timeout: Duration,
-}
+/// Options of `sim-compute-node`: the binary's own settings.
+pub type SimComputeNodeOpts = super::client::NodeArgs;
 
 impl SimComputeNodeOpts {
     pub fn new(socket: &Path, fraction: f64) -> Self {
@@ -208,11 +200,13 @@ impl SimComputeNodeOpts {
             retry: Duration::from_secs(1),
             retry_max: Duration::from_secs(5),
             timeout: Duration::from_secs(30),
+            count: None,
         }
     }
 
     fn args(&self) -> Vec<String> {
-        vec![
+        let count = self.count.map(|n| vec!["--count".to_string(), n.to_string()]).unwrap_or_default();
+        let mut args = vec![
             "--socket".into(),
             self.socket.display().to_string(),
             "--tag".into(),
@@ -226,7 +220,9 @@ impl SimComputeNodeOpts {
             "--timeout".into(),
             secs(self.timeout),
             "--exit-on-stdin-eof".into(),
-        ]
+        ];
+        args.extend(count);
+        args
     }
 }
 
