@@ -157,5 +157,7 @@ fn runtime(workers: usize) -> tokio::runtime::Runtime {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOKENWATCH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // colours only on a terminal: journald and log files get plain text
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }

@@ -37,7 +37,6 @@ pub struct Client {
     pub connect_errors: BTreeMap<String, u64>,
     /// (time, what) of recent failures — non-OK calls and failed connects — oldest first.
     pub recent_errors: VecDeque<(SystemTime, String)>,
-    pub last_seen: Option<SystemTime>,
     /// The process is gone (exit or exec).
     pub exited_at: Option<SystemTime>,
 }
@@ -49,7 +48,7 @@ impl Client {
 
     /// Takes what a newer event knows of the process (exe and unit are read
     /// while it is alive; a later event may find it gone).
-    pub fn learn(&mut self, p: &Process, at: SystemTime) {
+    pub fn learn(&mut self, p: &Process) {
         if self.process.exe.is_none() && p.exe.is_some() {
             self.process.exe = p.exe.clone();
         }
@@ -59,7 +58,6 @@ impl Client {
         if self.process.comm.is_empty() {
             self.process.comm = p.comm.clone();
         }
-        self.last_seen = Some(self.last_seen.map_or(at, |t| t.max(at)));
     }
 
     pub fn error(&mut self, at: SystemTime, what: String, window: Duration) {
@@ -92,7 +90,7 @@ impl Client {
     }
 
     pub fn count_call(&mut self, status: Option<GrpcStatus>, delta: i64) {
-        let key = status.map_or_else(|| "UNDECODED".to_string(), GrpcStatus::name);
+        let key = super::status_label(status);
         let n = self.calls.entry(key.clone()).or_default();
         *n = n.saturating_add_signed(delta);
         if *n == 0 {

@@ -32,7 +32,7 @@ impl State {
                 *errors_in_window.entry(k.clone()).or_default() += v;
             }
             if c.exited_at.is_none() {
-                let snap = self.client_snapshot(c, now, &mut reasons);
+                let snap = self.client_snapshot(c, &errs, now, &mut reasons);
                 level = level.max(snap.level);
                 clients.push(snap);
             } else if !errs.is_empty() {
@@ -97,7 +97,13 @@ impl State {
         }
     }
 
-    fn client_snapshot(&self, c: &Client, now: SystemTime, reasons: &mut Vec<String>) -> ClientSnapshot {
+    fn client_snapshot(
+        &self,
+        c: &Client,
+        errs: &BTreeMap<String, u64>,
+        now: SystemTime,
+        reasons: &mut Vec<String>,
+    ) -> ClientSnapshot {
         let s = &self.settings;
         let who = format!("{} (pid {}, {})", c.process.client(), c.process.pid, c.process.name());
         let mut level = Level::Ok;
@@ -117,7 +123,6 @@ impl State {
                 reasons.push(format!("{who}: refresh {} late (refresh_at {}); {left}", secs(late), format_rfc3339(r)));
             }
         }
-        let errs = c.errors_in_window(now, s.error_window);
         if !errs.is_empty() {
             level = level.max(Level::Warn);
             let list: Vec<String> = errs.iter().map(|(k, v)| format!("{k} ×{v}")).collect();

@@ -90,10 +90,6 @@ impl State {
         }
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     /// Changes whenever a fact worth persisting changed.
     pub fn generation(&self) -> u64 {
         self.generation
@@ -141,7 +137,7 @@ impl State {
 
     fn apply_connect(&mut self, c: &ConnectObserved) {
         let window = self.settings.error_window;
-        let client = client_entry(&mut self.clients, &c.process, c.at);
+        let client = client_entry(&mut self.clients, &c.process);
         match c.errno {
             None => client.connects_ok += 1,
             Some(errno) => {
@@ -161,7 +157,7 @@ impl State {
         }
         let (window, lifetime) = (self.settings.error_window, self.settings.assumed_lifetime);
         let twin = self.recent.entry(c.process.pid).or_default().pair(c.source, c.at, c.status);
-        let client = client_entry(&mut self.clients, &c.process, c.at);
+        let client = client_entry(&mut self.clients, &c.process);
         let ok = c.status.is_some_and(|s| s.is_ok());
         match twin {
             None => {
@@ -241,9 +237,9 @@ impl State {
     }
 }
 
-fn client_entry<'a>(clients: &'a mut BTreeMap<u32, Client>, p: &crate::events::Process, at: SystemTime) -> &'a mut Client {
+fn client_entry<'a>(clients: &'a mut BTreeMap<u32, Client>, p: &crate::events::Process) -> &'a mut Client {
     let client = clients.entry(p.pid).or_insert_with(|| Client::new(p.clone()));
-    client.learn(p, at);
+    client.learn(p);
     client
 }
 
@@ -252,7 +248,7 @@ fn within(t: SystemTime, now: SystemTime, window: Duration) -> bool {
 }
 
 /// `UNAVAILABLE`, or `UNDECODED` for an error whose code the wire hid.
-fn status_label(s: Option<crate::events::GrpcStatus>) -> String {
+pub(crate) fn status_label(s: Option<crate::events::GrpcStatus>) -> String {
     s.map_or_else(|| "UNDECODED".to_string(), |s| s.name())
 }
 

@@ -19,14 +19,6 @@ impl Level {
     pub fn as_gauge(self) -> i64 {
         self as i64
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Ok => "OK",
-            Level::Warn => "WARN",
-            Level::Crit => "CRIT",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -92,10 +92,8 @@ pub(super) async fn run(
                     hints_open = false; // the state stopped hinting: windows from connects and start only
                 }
             }
-            _ = drain.tick(), if run.switch.attached() => {
-                // data records do not wake us (see probes/io.rs): fetch them
-                drain_ring(ring.get_mut(), &clock, &mut tracker, &mut maps, &mut batch, &mut skipped);
-            }
+            // data records do not wake us (see probes/io.rs): the drain below fetches them
+            _ = drain.tick(), if run.switch.attached() => {}
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(EbpfError::Io)?;
                 drain_ring(guard.get_inner_mut(), &clock, &mut tracker, &mut maps, &mut batch, &mut skipped);
@@ -242,12 +240,15 @@ fn handle(
     match record {
         Record::Connect(ev) => {
             let connect = decode::connect_observed(&ev, clock, proc::describe);
-            let inode = fd_inode(ev.header.tgid, ev.fd);
-            tracker.on_connect(&ev, connect.at, connect.process.clone(), inode);
+            // only a successful connect to the socket is tracked (the kernel says so)
+            if ev.flags & tokenwatch_common::connect_flags::TRACKED != 0 {
+                let inode = fd_inode(ev.header.tgid, ev.fd);
+                tracker.on_connect(&ev, connect.at, connect.process.clone(), inode);
+            }
             out.push(Event::Connect(connect));
         }
         Record::Data { head, payload } => {
-            out.extend(tracker.on_data(&head, payload, clock, |pid| proc::describe(pid, &proc_comm(pid))));
+            out.extend(tracker.on_data(&head, payload, clock, |pid| proc::describe(pid, "")));
         }
         Record::Close(ev) => tracker.on_close((ev.header.tgid, ev.fd)),
         Record::ProcessGone { event, .. } => {
@@ -274,7 +275,7 @@ fn discover_at_start(socket: &Path, tracker: &mut Tracker, maps: &mut load::Trac
                 continue;
             }
         }
-        if tracker.on_discovered((f.pid, f.fd), f.inode, || proc::describe(f.pid, &proc_comm(f.pid))) {
+        if tracker.on_discovered((f.pid, f.fd), f.inode, || proc::describe(f.pid, "")) {
             seeded += 1;
         }
     }
@@ -285,10 +286,6 @@ fn discover_at_start(socket: &Path, tracker: &mut Tracker, maps: &mut load::Trac
 fn fd_inode(tgid: u32, fd: i32) -> Option<u64> {
     let link = std::fs::read_link(format!("/proc/{tgid}/fd/{fd}")).ok()?;
     discover::socket_inode(std::os::unix::ffi::OsStrExt::as_bytes(link.as_os_str()))
-}
-
-fn proc_comm(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim_end().to_string()).unwrap_or_default()
 }
 
 /// Every kernel counter, for the logs.
