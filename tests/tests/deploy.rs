@@ -390,7 +390,14 @@ fn config_parses(path: &Path) {
         .env("TOKENWATCH_LOG", "error")
         .output()
         .unwrap_or_else(|e| panic!("{}: {e}", agent_bin().display()));
-    assert_ne!(out.status.code(), Some(2), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    // 0 healthy / 1 problems found; 2 is a config error, anything else a crash
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{}: exit {:?}: {}",
+        path.display(),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -98,7 +98,9 @@ fn installs_runs_and_removes() {
     assert!(version.starts_with("tokenwatch "), "{version}");
 
     // systemd reads the installed unit without a complaint (where the tool exists)
-    if Command::new("systemd-analyze").arg("--version").output().is_ok() {
+    let have_analyze = Command::new("systemd-analyze").arg("--version").output().is_ok();
+    assert!(have_analyze || !in_ci(), "systemd-analyze is missing (CI must verify the unit)");
+    if have_analyze {
         let out = Command::new("systemd-analyze").args(["verify", UNIT]).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success() && err.trim().is_empty(), "systemd-analyze verify {UNIT}:\n{err}");
@@ -166,6 +168,9 @@ fn installs_runs_and_removes() {
     assert!(!Path::new(BIN).exists(), "{BIN} still there after dpkg -r");
     assert!(!Path::new(UNIT).exists(), "{UNIT} still there after dpkg -r");
     assert!(Path::new(CONFIG).exists(), "dpkg -r must keep the conffile");
+    // the agent may not have written state in its short run: purge must remove it all the same
+    std::fs::create_dir_all("/var/lib/tokenwatch").unwrap();
+    std::fs::write("/var/lib/tokenwatch/tokens.json", b"{}").unwrap();
     run(Command::new("dpkg").args(["--purge", "tokenwatch"]));
     assert!(!installed());
     assert!(!Path::new(CONFIG).exists(), "{CONFIG} still there after purge");

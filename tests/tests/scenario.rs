@@ -90,6 +90,8 @@ async fn healthy_unavailable_down_and_back() {
     let before = client(&agent.status().unwrap(), pid).unwrap()["last_success"].clone();
     assert!(agent.stop(Duration::from_secs(5)).unwrap().success());
     agent = Agent::start(dir.path(), &cfg, &[("OTEL_BSP_SCHEDULE_DELAY", "100")]).unwrap();
+    // from the persisted facts, not from re-reading the access log
+    assert!(agent.log_text().contains("restored token facts of 1 running client(s)"), "{}", agent.log_text());
     let s = agent.status().unwrap();
     let c = client(&s, pid).unwrap_or_else(|| panic!("client forgotten after restart: {s:#}"));
     assert!(c["last_success"] == before || c["last_success"].as_str() > before.as_str(), "{s:#}");
