@@ -74,6 +74,16 @@ fn config_path_byte(i: usize) -> u8 {
     }
 }
 
+/// Offset in `struct pt_regs` of syscall argument `n` (0..4; else 0).
+#[inline(always)]
+fn config_syscall_arg_offset(n: usize) -> usize {
+    match CONFIG.syscall_arg_offsets.get(n) {
+        // SAFETY: in-bounds element of a valid static.
+        Some(o) => unsafe { core::ptr::read_volatile(o) as usize },
+        None => 0,
+    }
+}
+
 /// Optional kernel features userspace found (`config_flags`).
 #[inline(always)]
 fn config_flag_bits() -> u32 {

@@ -5,7 +5,9 @@
 //!   a pipe in a loop (drained every 1024 writes): with no probes
 //!   (`agent_off`), with the always-attached probes only (`capture_idle`:
 //!   connect/close/exit/exec, what adaptive capture costs between windows),
-//!   and with the capture probes attached too (`capture_active`).
+//!   and with the capture probes attached too (`capture_active`) — on
+//!   syscall tracepoints; `fentry_idle`/`fentry_active` the same on
+//!   fentry/fexit where the kernel allows them (not measured elsewhere).
 //! - `get_token`: one GetToken call as a tonic client in another process
 //!   sees it (the agent never traces itself), against the simulator's
 //!   token-agent, on a long-lived channel the source tracks.
@@ -23,7 +25,7 @@ use std::{
 
 use criterion::{measurement::WallTime, BenchmarkGroup, Criterion};
 use tokenwatch::{
-    config::CaptureMode,
+    config::{CaptureMode, HookPreference},
     sources::{
         ebpf::{EbpfSource, Settings},
         Health, SourceState,
@@ -61,15 +63,21 @@ fn benches(c: &mut Criterion) {
         }
     };
 
-    for (id, mode) in
-        [("agent_off", None), ("capture_idle", Some(CaptureMode::Off)), ("capture_active", Some(CaptureMode::Always))]
-    {
+    use HookPreference::{Auto, Tracepoint};
+    let modes = [
+        ("agent_off", None),
+        ("capture_idle", Some((CaptureMode::Off, Tracepoint))),
+        ("capture_active", Some((CaptureMode::Always, Tracepoint))),
+        ("fentry_idle", Some((CaptureMode::Off, Auto))),
+        ("fentry_active", Some((CaptureMode::Always, Auto))),
+    ];
+    for (id, mode) in modes {
         let running = match mode {
             None => None,
-            Some(capture) => match Running::start(&rt, &socket, capture) {
+            Some((capture, hooks)) => match Running::start(&rt, &socket, capture, hooks) {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    eprintln!("{id} not measured: the probes did not load: {e}");
+                    eprintln!("{id} not measured: {e}");
                     continue;
                 }
             },
@@ -86,7 +94,7 @@ fn benches(c: &mut Criterion) {
             calls.measurement_time(Duration::from_secs(5));
             calls.bench_function(id, |b| b.iter_custom(|n| client.calls(n)));
             calls.finish();
-            if mode == Some(CaptureMode::Always) {
+            if mode.is_some_and(|(capture, _)| capture == CaptureMode::Always) {
                 probe_time_per_call(client);
             }
         }
@@ -107,7 +115,7 @@ fn probe_time_per_call(client: &mut Client) {
     let totals = || {
         aya::programs::loaded_programs()
             .filter_map(Result::ok)
-            .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("io_")))
+            .filter(|p| p.name_as_str().is_some_and(is_capture_program))
             .fold((Duration::ZERO, 0u64), |(t, n), p| (t + p.run_time(), n + p.run_count()))
     };
     let (t0, n0) = totals();
@@ -118,6 +126,11 @@ fn probe_time_per_call(client: &mut Client) {
         (t1 - t0).as_secs_f64() * 1e6 / CALLS as f64,
         (n1 - n0) as f64 / CALLS as f64
     );
+}
+
+/// The data-capture programs, either kind (kernel names are cut at 15 bytes).
+fn is_capture_program(name: &str) -> bool {
+    name.starts_with("io_") || (name.starts_with("fexit_") && name != "fexit_connect")
 }
 
 /// 64-byte writes to a pipe by this (unwatched) process.
@@ -167,9 +180,16 @@ struct Running {
 }
 
 impl Running {
-    fn start(rt: &tokio::runtime::Runtime, socket: &Path, capture: CaptureMode) -> Result<Self, String> {
-        let source =
-            EbpfSource::load_with(socket, Settings { capture, ..Settings::default() }).map_err(|e| e.to_string())?;
+    /// With `hooks = auto`, fails unless the kernel put every probe on
+    /// fentry/fexit (a fallback to tracepoints would measure those twice).
+    fn start(
+        rt: &tokio::runtime::Runtime,
+        socket: &Path,
+        capture: CaptureMode,
+        hooks: HookPreference,
+    ) -> Result<Self, String> {
+        let source = EbpfSource::load_with(socket, Settings { capture, hooks, ..Settings::default() })
+            .map_err(|e| format!("the probes did not load: {e}"))?;
         let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
         let health = Health::new(SourceState::Starting, "bench");
         let task = rt.spawn(source.run(tx, health.clone()));
@@ -183,16 +203,28 @@ impl Running {
                 }
             }
         });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while health.get().state != SourceState::Running && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let running = Self { task, drain, stop };
+        let detail = health.get().detail;
+        if hooks == HookPreference::Auto && detail.contains("via syscall tracepoints") {
+            running.stop(rt);
+            let why = detail.split("; ").filter(|p| p.contains("via syscall tracepoints")).collect::<Vec<_>>();
+            return Err(format!("fentry/fexit not in use: {}", why.join("; ")));
+        }
         if capture == CaptureMode::Always {
             let deadline = Instant::now() + Duration::from_secs(10);
             while !health.get().detail.contains("capturing") {
                 if Instant::now() > deadline {
+                    running.stop(rt);
                     return Err(format!("capture never attached: {}", health.get().detail));
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        Ok(Self { task, drain, stop })
+        Ok(running)
     }
 
     /// Stops the source (its probes detach); returns how many events it sent.

@@ -188,12 +188,26 @@ pub struct Ebpf {
     /// `refresh_at`, while errors persist), `always`, or `off` (connects only).
     /// Attached, they add a few hundred ns to every read/write on the host.
     pub capture: CaptureMode,
+    /// Which kernel hooks carry the probes: `auto` prefers fentry/fexit on
+    /// the syscall wrappers (they cost nothing to other syscalls) where the
+    /// kernel allows them and falls back to syscall tracepoints;
+    /// `tracepoint` never tries fentry/fexit.
+    pub hooks: HookPreference,
 }
 
 impl Default for Ebpf {
     fn default() -> Self {
-        Self { enabled: true, required: false, capture: CaptureMode::Adaptive }
+        Self { enabled: true, required: false, capture: CaptureMode::Adaptive, hooks: HookPreference::Auto }
     }
+}
+
+/// `[ebpf] hooks`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HookPreference {
+    #[default]
+    Auto,
+    Tracepoint,
 }
 
 /// `[ebpf] capture`.
@@ -354,6 +368,9 @@ mod tests {
             let c = Config::parse(&format!("[ebpf]\ncapture = \"{text}\"")).unwrap();
             assert_eq!(c.ebpf.capture, mode, "{text}");
         }
+        let c = Config::parse("[ebpf]\nhooks = \"tracepoint\"").unwrap();
+        assert_eq!((Config::default().ebpf.hooks, c.ebpf.hooks), (HookPreference::Auto, HookPreference::Tracepoint));
+        assert!(Config::parse("[ebpf]\nhooks = \"kprobe\"").is_err());
         let e = Config::parse("[ebpf]\ncapture = \"sometimes\"").unwrap_err();
         assert!(e.contains("sometimes") && e.contains("adaptive"), "{e}");
     }

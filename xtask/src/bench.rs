@@ -12,9 +12,12 @@ const BENCHES: &[&str] = &["connect_probe", "capture", "parse", "decode", "tail"
 /// (groups with a criterion throughput): measured / baseline throughput.
 const RATIOS: &[(&str, &str, &str, &str)] = &[
     ("connect_unrelated", "agent_off", "agent_on", "connect()+close(), unwatched socket: agent on / off"),
-    ("pipe_write_64", "agent_off", "capture_idle", "64 B pipe write, unwatched process: capture idle / off"),
-    ("pipe_write_64", "agent_off", "capture_active", "64 B pipe write, unwatched process: capture active / off"),
+    ("pipe_write_64", "agent_off", "capture_idle", "64 B pipe write, unwatched process: tracepoints idle / off"),
+    ("pipe_write_64", "agent_off", "capture_active", "64 B pipe write, unwatched process: tracepoints active / off"),
+    ("pipe_write_64", "agent_off", "fentry_idle", "the same on fentry/fexit: capture idle / off"),
+    ("pipe_write_64", "agent_off", "fentry_active", "the same on fentry/fexit: capture active / off"),
     ("get_token", "agent_off", "capture_active", "GetToken call latency (tonic client): captured / off"),
+    ("get_token", "agent_off", "fentry_active", "the same, captured on fentry/fexit / off"),
     ("parse", "split_lines", "tskv", "tskv parse throughput / memchr line split"),
     ("parse", "split_lines", "logfmt", "logfmt parse throughput / memchr line split"),
     ("parse", "split_lines", "json", "json parse throughput / memchr line split"),

@@ -237,6 +237,10 @@ pub struct ProbeConfig {
     pub socket_path: [u8; SUN_PATH_MAX],
     /// [`config_flags`].
     pub flags: u32,
+    /// Byte offsets in `struct pt_regs` of syscall arguments 0..4, read from
+    /// the running kernel's BTF by userspace; used by the fentry/fexit
+    /// programs on the syscall wrappers (`__x64_sys_*(const struct pt_regs *)`).
+    pub syscall_arg_offsets: [u16; 4],
 }
 
 /// Bits of [`ProbeConfig::flags`].
@@ -251,7 +255,7 @@ pub const EXIT_GROUP_DEAD_OFFSET: usize = 32;
 
 impl ProbeConfig {
     pub const fn empty() -> Self {
-        Self { self_tgid: 0, socket_path_len: 0, socket_path: [0; SUN_PATH_MAX], flags: 0 }
+        Self { self_tgid: 0, socket_path_len: 0, socket_path: [0; SUN_PATH_MAX], flags: 0, syscall_arg_offsets: [0; 4] }
     }
 }
 
@@ -279,7 +283,7 @@ const _: () = assert!(core::mem::size_of::<ProcessEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<TrackedKey>() == 8);
 const _: () = assert!(core::mem::size_of::<TrackedConn>() == 16);
 const _: () = assert!(core::mem::size_of::<IoPending>() == 32);
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 120);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 128);
 const _: () = assert!(DATA_CHUNK.is_power_of_two() && MAX_CAPTURE.is_multiple_of(DATA_CHUNK));
 
 #[cfg(feature = "user")]

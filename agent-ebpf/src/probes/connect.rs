@@ -1,32 +1,34 @@
 //! `connect()` on AF_UNIX sockets to the watched path.
 //!
-//! `sys_enter_connect` filters (not the agent, AF_UNIX, path equals the
-//! configured one) and remembers start time and fd per thread;
-//! `sys_exit_connect` turns a remembered call into a [`ConnectEvent`] and,
-//! when it succeeded, starts tracking (tgid, fd) so the I/O probes capture
-//! the connection from its first byte (when they are attached).
-//! Other paths and abstract sockets never leave the kernel.
+//! The enter half filters (not the agent, AF_UNIX, path equals the
+//! configured one) and remembers start time and fd per thread; the exit half
+//! turns a remembered call into a [`ConnectEvent`] and, when it succeeded,
+//! starts tracking (tgid, fd) so the I/O probes capture the connection from
+//! its first byte (when they are attached). Other paths and abstract sockets
+//! never leave the kernel.
+//!
+//! Two hook kinds run the same halves: the syscall tracepoints
+//! `sys_{enter,exit}_connect`, and fentry/fexit on the syscall wrapper
+//! (`__x64_sys_connect`), which userspace prefers where the kernel allows it:
+//! an enabled syscall tracepoint moves every syscall of the host to the slow
+//! path, a trampoline on one function costs nothing to any other.
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_user, generated,
     },
-    macros::{map, tracepoint},
+    macros::{fentry, fexit, map, tracepoint},
     maps::LruHashMap,
-    programs::TracePointContext,
+    programs::{FEntryContext, FExitContext, TracePointContext},
 };
 use tokenwatch_common::{connect_flags, counter, ConnectEvent, EventKind, COMM_LEN, SUN_PATH_MAX};
 
+use super::args::{Regs, SyscallArgs};
 use crate::{bump, config_path_byte, config_path_len, config_self_tgid, header, ktime_ns, tracked, EVENTS};
 
 const AF_UNIX: u16 = 1;
 /// `offsetof(struct sockaddr_un, sun_path)`.
 const SUN_PATH_OFFSET: usize = 2;
-
-// Field offsets from /sys/kernel/tracing/events/syscalls/sys_{enter,exit}_connect/format
-// (syscall tracepoints: stable ABI, every argument widened to 8 bytes).
-const ENTER_FD: usize = 16;
-const ENTER_USERVADDR: usize = 24;
-const ENTER_ADDRLEN: usize = 32;
+/// `ret` in `syscalls/sys_exit_connect`.
 const EXIT_RET: usize = 16;
 
 /// A `connect()` in flight to the watched path, by thread.
@@ -45,18 +47,35 @@ static CONNECT_PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(
 
 #[tracepoint]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
-    let _ = try_sys_enter_connect(&ctx);
+    let _ = connect_enter(&ctx);
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
-    let _ = try_sys_exit_connect(&ctx);
+    // SAFETY: offset from the tracepoint's format file.
+    if let Ok(ret) = unsafe { ctx.read_at::<i64>(EXIT_RET) } {
+        let _ = connect_exit(ret);
+    }
+    0
+}
+
+/// `long __x64_sys_connect(const struct pt_regs *regs)`.
+#[fentry(function = "__x64_sys_connect")]
+pub fn fentry_connect(ctx: FEntryContext) -> u32 {
+    let _ = connect_enter(&Regs(ctx.arg(0)));
+    0
+}
+
+/// The return value follows the wrapper's one argument.
+#[fexit(function = "__x64_sys_connect")]
+pub fn fexit_connect(ctx: FExitContext) -> u32 {
+    let _ = connect_exit(ctx.arg::<i64>(1));
     0
 }
 
 /// `Err` carries a helper's (negative) error code; `Ok` also covers "not ours".
-fn try_sys_enter_connect(ctx: &TracePointContext) -> Result<(), i32> {
+fn connect_enter<A: SyscallArgs>(args: &A) -> Result<(), i32> {
     let pid_tgid = bpf_get_current_pid_tgid();
     if (pid_tgid >> 32) as u32 == config_self_tgid() {
         return Ok(());
@@ -65,10 +84,7 @@ fn try_sys_enter_connect(ctx: &TracePointContext) -> Result<(), i32> {
     if want == 0 || want > SUN_PATH_MAX {
         return Ok(());
     }
-    // SAFETY: offsets are from the tracepoint's format file.
-    let (fd, addr, addrlen) = unsafe {
-        (ctx.read_at::<i64>(ENTER_FD)?, ctx.read_at::<u64>(ENTER_USERVADDR)?, ctx.read_at::<i64>(ENTER_ADDRLEN)?)
-    };
+    let (fd, addr, addrlen) = (args.arg(0)? as i64, args.arg(1)?, args.arg(2)? as i64);
     // The kernel reads at most sizeof(sockaddr_un) bytes and treats sun_path
     // as NUL-terminated: addrlen may count a trailing NUL (Go does) or the
     // whole struct (C code passing sizeof), so the path may be shorter than
@@ -117,7 +133,7 @@ fn try_sys_enter_connect(ctx: &TracePointContext) -> Result<(), i32> {
     Ok(())
 }
 
-fn try_sys_exit_connect(ctx: &TracePointContext) -> Result<(), i32> {
+fn connect_exit(ret: i64) -> Result<(), i32> {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed.
     let pending = match unsafe { CONNECT_PENDING.get(&pid_tgid) } {
@@ -125,8 +141,6 @@ fn try_sys_exit_connect(ctx: &TracePointContext) -> Result<(), i32> {
         None => return Ok(()),
     };
     let _ = CONNECT_PENDING.remove(&pid_tgid);
-    // SAFETY: offset from the tracepoint's format file.
-    let ret = unsafe { ctx.read_at::<i64>(EXIT_RET)? };
     let now = ktime_ns();
     let tgid = (pid_tgid >> 32) as u32;
     // Track before the record goes out: the client writes right after

@@ -9,6 +9,12 @@
 //! return value), walking iovecs, into `DataHeader` records of up to
 //! `DATA_CHUNK` bytes, `MAX_CAPTURE` bytes per syscall at most.
 //!
+//! Where the kernel allows it, userspace attaches the `fexit_*` programs
+//! instead: one per syscall wrapper (`__x64_sys_write`, …), which sees the
+//! arguments and the return value at once, so needs no `IO_PENDING` entry,
+//! and costs nothing to syscalls it is not attached to (a syscall tracepoint
+//! slows every syscall of the host, see below).
+//!
 //! Why per-syscall tracepoints and not a raw tracepoint (BPF_PROG_TYPE_RAW_
 //! TRACEPOINT) on `sys_enter`/`sys_exit`: the raw one runs on every syscall
 //! of every process. Measured on this kernel (6.18, 2 vCPUs; min of 15 runs
@@ -33,25 +39,26 @@
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated},
-    macros::{map, tracepoint},
+    macros::{fexit, map, tracepoint},
     maps::{LruHashMap, PerCpuArray},
-    programs::TracePointContext,
+    programs::{FExitContext, TracePointContext},
 };
 use tokenwatch_common::{
     counter, data_flags, direction, op, shape, DataHeader, EventKind, IoPending, TrackedKey, DATA_CHUNK,
     DATA_HEADER_LEN, MAX_CAPTURE, MAX_IOV,
 };
 
+use super::args::{Regs, SyscallArgs};
 use crate::{bump, header, ktime_ns, tracked, EVENTS, TRACKED};
 
-// Offsets in /sys/kernel/tracing/events/syscalls/sys_enter_*/format: every
-// argument is widened to 8 bytes. write/read/sendto/recvfrom (fd, buf, len),
-// writev/readv (fd, vec, vlen), sendmsg/recvmsg (fd, msg, flags) agree on
-// the first three; recvfrom's flags come fourth.
-const ARG_FD: usize = 16;
-const ARG_BUF: usize = 24;
-const ARG_LEN: usize = 32;
-const ARG_RECVFROM_FLAGS: usize = 40;
+// Syscall arguments: write/read/sendto/recvfrom (fd, buf, len), writev/readv
+// (fd, vec, vlen), sendmsg/recvmsg (fd, msg, flags) agree on the first
+// three; recvfrom's flags come fourth.
+const ARG_FD: usize = 0;
+const ARG_BUF: usize = 1;
+const ARG_LEN: usize = 2;
+const ARG_RECVFROM_FLAGS: usize = 3;
+/// `ret` in `syscalls/sys_exit_*`.
 const EXIT_RET: usize = 16;
 /// `__syscall_nr`, in both the enter and the exit records.
 const SYSCALL_NR: usize = 8;
@@ -118,6 +125,26 @@ enter_probe!(io_enter_readv, shape::IOV, direction::RX, op::READV);
 enter_probe!(io_enter_recvfrom, shape::BUF, direction::RX, op::RECVFROM);
 enter_probe!(io_enter_recvmsg, shape::IOV, direction::RX, op::RECVMSG);
 
+macro_rules! fexit_probe {
+    ($name:ident, $func:literal, $shape:expr, $dir:expr, $op:expr) => {
+        /// `long $func(const struct pt_regs *regs)`.
+        #[fexit(function = $func)]
+        pub fn $name(ctx: FExitContext) -> u32 {
+            let _ = try_fexit(&ctx, $shape, $dir, $op);
+            0
+        }
+    };
+}
+
+fexit_probe!(fexit_write, "__x64_sys_write", shape::BUF, direction::TX, op::WRITE);
+fexit_probe!(fexit_writev, "__x64_sys_writev", shape::IOV, direction::TX, op::WRITEV);
+fexit_probe!(fexit_sendto, "__x64_sys_sendto", shape::BUF, direction::TX, op::SENDTO);
+fexit_probe!(fexit_sendmsg, "__x64_sys_sendmsg", shape::IOV, direction::TX, op::SENDMSG);
+fexit_probe!(fexit_read, "__x64_sys_read", shape::BUF, direction::RX, op::READ);
+fexit_probe!(fexit_readv, "__x64_sys_readv", shape::IOV, direction::RX, op::READV);
+fexit_probe!(fexit_recvfrom, "__x64_sys_recvfrom", shape::BUF, direction::RX, op::RECVFROM);
+fexit_probe!(fexit_recvmsg, "__x64_sys_recvmsg", shape::IOV, direction::RX, op::RECVMSG);
+
 /// Attached to every `sys_exit_*` of the eight syscalls.
 #[tracepoint]
 pub fn io_exit(ctx: TracePointContext) -> u32 {
@@ -125,28 +152,39 @@ pub fn io_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Records the call in `IO_PENDING` for [`io_exit`] when it is on a tracked connection.
 fn try_enter(ctx: &TracePointContext, shape: u8, dir: u8, op: u8) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
+    if !tracked::tgid_is_tracked((pid_tgid >> 32) as u32) {
+        return Ok(());
+    }
+    let Some(mut pending) = on_tracked(ctx, pid_tgid, shape, dir, op)? else { return Ok(()) };
+    // SAFETY: offset from the tracepoint's format file.
+    pending.nr = unsafe { ctx.read_at::<i32>(SYSCALL_NR) }?;
+    IO_PENDING.insert(&pid_tgid, &pending, 0)?;
+    Ok(())
+}
+
+/// The call's buffers when its fd is a tracked connection and the bytes are
+/// the stream's (not a `MSG_PEEK`); `nr` left 0.
+#[inline(always)]
+fn on_tracked<A: SyscallArgs>(args: &A, pid_tgid: u64, shape: u8, dir: u8, op: u8) -> Result<Option<IoPending>, i64> {
     let tgid = (pid_tgid >> 32) as u32;
-    if !tracked::tgid_is_tracked(tgid) {
-        return Ok(());
-    }
-    // SAFETY (all ctx reads): offsets from the tracepoints' format files.
-    let fd = unsafe { ctx.read_at::<u64>(ARG_FD) }? as i32;
+    let fd = args.arg(ARG_FD)? as i32;
     if TRACKED.get_ptr(&TrackedKey { tgid, fd }).is_none() {
-        return Ok(());
+        return Ok(None);
     }
-    let mut buf = unsafe { ctx.read_at::<u64>(ARG_BUF) }?;
-    let mut count = unsafe { ctx.read_at::<u64>(ARG_LEN) }?;
+    let mut buf = args.arg(ARG_BUF)?;
+    let mut count = args.arg(ARG_LEN)?;
     match op {
         op::RECVFROM => {
-            if unsafe { ctx.read_at::<u64>(ARG_RECVFROM_FLAGS) }? & MSG_PEEK != 0 {
-                return Ok(()); // the bytes stay queued and are read again
+            if args.arg(ARG_RECVFROM_FLAGS)? & MSG_PEEK != 0 {
+                return Ok(None); // the bytes stay queued and are read again
             }
         }
         op::SENDMSG | op::RECVMSG => {
             if op == op::RECVMSG && count & MSG_PEEK != 0 {
-                return Ok(());
+                return Ok(None);
             }
             // msg_iov and msg_iovlen of the caller's struct user_msghdr
             // SAFETY: the helper faults safely on bad user pointers.
@@ -156,10 +194,7 @@ fn try_enter(ctx: &TracePointContext, shape: u8, dir: u8, op: u8) -> Result<(), 
         }
         _ => {}
     }
-    let nr = unsafe { ctx.read_at::<i32>(SYSCALL_NR) }?;
-    let pending = IoPending { buf, count, fd, nr, shape, direction: dir, op, _pad: [0; 5] };
-    IO_PENDING.insert(&pid_tgid, &pending, 0)?;
-    Ok(())
+    Ok(Some(IoPending { buf, count, fd, nr: 0, shape, direction: dir, op, _pad: [0; 5] }))
 }
 
 fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
@@ -176,12 +211,32 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(()); // not the syscall that entered (cannot happen while userspace clears the map)
     }
     let ret = unsafe { ctx.read_at::<i64>(EXIT_RET) }?;
+    capture(pid_tgid, &p, ret);
+    Ok(())
+}
+
+/// The fexit programs: arguments and result at once.
+fn try_fexit(ctx: &FExitContext, shape: u8, dir: u8, op: u8) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // The one lookup of every other process.
+    if !tracked::tgid_is_tracked((pid_tgid >> 32) as u32) {
+        return Ok(());
+    }
+    let Some(p) = on_tracked(&Regs(ctx.arg(0)), pid_tgid, shape, dir, op)? else { return Ok(()) };
+    // The return value follows the wrapper's one argument.
+    capture(pid_tgid, &p, ctx.arg::<i64>(1));
+    Ok(())
+}
+
+/// Sends what a finished syscall moved on a tracked connection.
+#[inline(always)]
+fn capture(pid_tgid: u64, p: &IoPending, ret: i64) {
     if ret <= 0 {
-        return Ok(()); // error, EAGAIN or EOF: nothing moved
+        return; // error, EAGAIN or EOF: nothing moved
     }
     let tgid = (pid_tgid >> 32) as u32;
     // Closed by another thread meanwhile: the bytes are not ours to report.
-    let Some(conn) = TRACKED.get_ptr_mut(&TrackedKey { tgid, fd: p.fd }) else { return Ok(()) };
+    let Some(conn) = TRACKED.get_ptr_mut(&TrackedKey { tgid, fd: p.fd }) else { return };
     // SAFETY: a valid map value pointer; concurrent syscalls on one
     // connection in one direction (not done by gRPC clients) could race here.
     let stream_off = unsafe {
@@ -190,9 +245,9 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
         *off = start.wrapping_add(ret as u64);
         start
     };
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return Ok(()) };
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: the per-CPU scratch value is ours for this program's run
-    // (tracepoint programs do not nest on one CPU).
+    // (tracing programs do not nest on one CPU).
     let scratch = unsafe { &mut *scratch };
     let uid = bpf_get_current_uid_gid() as u32;
     scratch.head = DataHeader {
@@ -208,8 +263,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
         flags: 0,
         _pad: 0,
     };
-    copy_out(scratch, &p, ret as u64);
-    Ok(())
+    copy_out(scratch, p, ret as u64);
 }
 
 /// Copies the first `min(ret, MAX_CAPTURE)` bytes the syscall moved into
@@ -336,7 +390,16 @@ fn flush(scratch: &mut Scratch, chunk_off: u64, len: u64, flags: u8) {
     scratch.head.chunk_off = chunk_off as u32;
     scratch.head.data_len = len as u32;
     scratch.head.flags = flags;
-    let size = DATA_HEADER_LEN + len as usize;
+    // Bounded again on a fresh (volatile) load: LLVM folds the callers'
+    // checks into one range test on a copy of the value, and verifiers
+    // before ~6.13 do not carry such bounds back (6.12 rejected the record
+    // size as possibly negative).
+    // SAFETY: a field of this CPU's scratch value.
+    let len = unsafe { core::ptr::addr_of!(scratch.head.data_len).read_volatile() } as usize;
+    if len > DATA_CHUNK {
+        return;
+    }
+    let size = DATA_HEADER_LEN + len;
     scratch.head.header.len = size as u32;
     // SAFETY: `size` <= size_of::<Scratch>(); the record is the header
     // followed by the first `len` payload bytes, contiguous in `Scratch`.

@@ -1,8 +1,10 @@
 //! The end of tracked connections: `close()` of a tracked fd, and the exit or
 //! `exec` of a process holding tracked connections.
 //!
-//! `sys_enter_close` stays attached while the I/O probes come and go, so a
-//! closed fd is never mistaken for the connection when its number is reused.
+//! The close probe (`sys_enter_close`, or fentry on `__x64_sys_close` where
+//! the kernel allows it, see `connect`) stays attached while the I/O probes
+//! come and go, so a closed fd is never mistaken for the connection when its
+//! number is reused.
 //! Not followed (documented limits): `dup`/`dup2`/`dup3` (a duplicate is not
 //! captured; a dup2 onto a tracked fd, like `close_range`, leaves a stale
 //! entry that userspace's periodic revalidation against /proc removes), fds
@@ -10,19 +12,24 @@
 //! inherited connection is not captured).
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::{fentry, tracepoint},
+    programs::{FEntryContext, TracePointContext},
 };
 use tokenwatch_common::{counter, CloseEvent, EventKind, ProcessEvent, COMM_LEN, EXIT_GROUP_DEAD_OFFSET};
 
+use super::args::{Regs, SyscallArgs};
 use crate::{bump, exit_has_group_dead, header, ktime_ns, tracked, EVENTS};
-
-/// `fd` in `syscalls/sys_enter_close`.
-const CLOSE_FD: usize = 16;
 
 #[tracepoint]
 pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
-    let _ = try_sys_enter_close(&ctx);
+    let _ = close_enter(&ctx);
+    0
+}
+
+/// `long __x64_sys_close(const struct pt_regs *regs)`.
+#[fentry(function = "__x64_sys_close")]
+pub fn fentry_close(ctx: FEntryContext) -> u32 {
+    let _ = close_enter(&Regs(ctx.arg(0)));
     0
 }
 
@@ -38,14 +45,13 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     0
 }
 
-fn try_sys_enter_close(ctx: &TracePointContext) -> Result<(), i32> {
+fn close_enter<A: SyscallArgs>(args: &A) -> Result<(), i32> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !tracked::tgid_is_tracked(tgid) {
         return Ok(());
     }
-    // SAFETY: offset from the tracepoint's format file.
-    let fd = unsafe { ctx.read_at::<u64>(CLOSE_FD)? } as i32;
+    let fd = args.arg(0)? as i32;
     if !tracked::untrack(tgid, fd) {
         return Ok(());
     }

@@ -5,7 +5,14 @@
 //! prints `HOOKS: <hook>, <hook>, …` on stdout (the binaries run with
 //! `--nocapture`). The source's status detail works as it is
 //! (`HOOKS: attached syscalls/sys_enter_connect, … (socket /tmp/…)`): a
-//! leading "attached" and a trailing parenthesis are dropped.
+//! leading "attached" and a trailing parenthesis are dropped, and the
+//! capture hooks (attached only while capturing) are added from the
+//! detail's `capture via …` part.
+//!
+//! The agent falls back to syscall tracepoints when the kernel refuses
+//! fentry/fexit; a refusal *by the verifier* is a bug in our programs for
+//! that kernel, so it fails the row even though the tests passed on the
+//! fallback.
 use std::fmt::Write as _;
 
 /// What one kernel's test run said.
@@ -18,17 +25,32 @@ pub struct Outcome {
     pub ignored: u64,
     /// Test binaries that printed a libtest summary.
     pub binaries: u64,
+    /// Verifier rejections the source reported (and fell back from).
+    pub rejected: Vec<String>,
 }
 
 pub const HOOKS_MARKER: &str = "HOOKS:";
+const REJECTED: &str = "rejected by the verifier";
+/// The detail's capture part, and how the matrix names each kind.
+const CAPTURE_KINDS: [(&str, &str); 2] = [
+    ("capture via fentry/fexit", "capture: fexit/__x64_sys_*"),
+    ("capture via syscall tracepoints", "capture: syscalls/sys_{enter,exit}_*"),
+];
 
 pub fn parse(output: &str) -> Outcome {
     let mut o = Outcome::default();
     for line in output.lines() {
         if let Some(i) = line.find(HOOKS_MARKER) {
-            for hook in hooks(&line[i + HOOKS_MARKER.len()..]) {
+            let detail = &line[i + HOOKS_MARKER.len()..];
+            let capture = CAPTURE_KINDS.iter().filter(|(k, _)| detail.contains(k)).map(|(_, name)| name.to_string());
+            for hook in hooks(detail).into_iter().chain(capture) {
                 if !o.hooks.contains(&hook) {
                     o.hooks.push(hook);
+                }
+            }
+            for part in detail.split("; ").filter(|p| p.contains(REJECTED)) {
+                if !o.rejected.iter().any(|r| r == part) {
+                    o.rejected.push(part.to_string());
                 }
             }
         } else if let Some(rest) = line.find("test result: ").map(|i| &line[i + "test result: ".len()..]) {
@@ -52,10 +74,8 @@ pub fn parse(output: &str) -> Outcome {
 fn hooks(list: &str) -> Vec<String> {
     let list = list.trim();
     let list = list.strip_prefix("attached ").unwrap_or(list);
-    let list = match list.find(" (") {
-        Some(i) if list.ends_with(')') => &list[..i],
-        _ => list,
-    };
+    // labels never contain " (": what follows is the socket and the rest of the detail
+    let list = list.find(" (").map_or(list, |i| &list[..i]);
     list.split(',').map(str::trim).filter(|h| !h.is_empty()).map(str::to_string).collect()
 }
 
@@ -98,8 +118,12 @@ pub fn table(rows: &[Row]) -> String {
 }
 
 /// Why a finished run failed even though the runner reported success: a test
-/// binary that printed no summary, or none at all.
+/// binary that printed no summary, or none at all; a probe the verifier
+/// rejected (the source fell back and the tests passed on the fallback).
 pub fn missing_results(o: &Outcome, expected_binaries: usize) -> Option<String> {
+    if let Some(r) = o.rejected.first() {
+        return Some(format!("a probe failed to load: {r}"));
+    }
     (o.binaries < expected_binaries as u64)
         .then(|| format!("{} of {expected_binaries} test binaries reported a result", o.binaries))
 }
@@ -133,6 +157,22 @@ VMTEST_EXIT=1
         assert_eq!((o.passed, o.failed, o.ignored, o.binaries), (5, 1, 2, 2));
         assert_eq!(missing_results(&o, 2), None);
         assert_eq!(missing_results(&parse(""), 1).unwrap(), "0 of 1 test binaries reported a result");
+    }
+
+    #[test]
+    fn capture_hooks_and_verifier_rejections_come_from_the_detail() {
+        let ok = "HOOKS: attached fexit/__x64_sys_connect, sched/sched_process_exit (socket /s); connect/close via fentry/fexit; capture via fentry/fexit; capture idle";
+        let o = parse(ok);
+        assert_eq!(o.hooks, ["fexit/__x64_sys_connect", "sched/sched_process_exit", "capture: fexit/__x64_sys_*"]);
+        assert_eq!(missing_results(&o, 0), None);
+        let bad = "HOOKS: attached syscalls/sys_exit_connect (socket /s); connect/close via fentry/fexit; capture via syscall tracepoints (fentry/fexit: loading program `fexit_write` (fexit/__x64_sys_write): rejected by the verifier: R1 invalid mem access (full log at debug level)); capture idle";
+        let o = parse(bad);
+        assert_eq!(o.hooks, ["syscalls/sys_exit_connect", "capture: syscalls/sys_{enter,exit}_*"]);
+        let why = missing_results(&o, 0).expect("a rejection fails the row");
+        assert!(why.starts_with("a probe failed to load: capture via syscall tracepoints") && why.contains("R1 invalid mem access"), "{why}");
+        // refused by policy (the host): a fallback, not a failure
+        let host = "HOOKS: attached syscalls/sys_exit_connect (socket /s); connect/close via syscall tracepoints (fentry/fexit: permission denied (EPERM)); capture idle";
+        assert_eq!(missing_results(&parse(host), 0), None);
     }
 
     #[test]

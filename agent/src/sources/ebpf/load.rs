@@ -1,70 +1,32 @@
 //! Loading `tokenwatch-ebpf` (embedded at build time) and attaching its
-//! programs: the table of probes, the always-attached set, and the capture
-//! set that is attached and detached at run time (loaded once, verified once).
+//! programs: the always-attached groups, and the capture group that is
+//! attached and detached at run time (loaded once, verified once). Which
+//! hook each group runs on is chosen here, from what the kernel allows
+//! (the table and the rules: `hooks.rs`).
 use std::{io, os::unix::ffi::OsStrExt, path::Path};
 
 use aya::{
     maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{trace_point::TracePointLinkId, ProgramError, TracePoint},
+    programs::{
+        fentry::FEntryLinkId, fexit::FExitLinkId, trace_point::TracePointLinkId, FEntry, FExit, ProgramError,
+        TracePoint,
+    },
     Ebpf, EbpfLoader,
 };
 use tokenwatch_common::{
     config_flags, IoPending, ProbeConfig, TrackedConn, TrackedKey, MAX_TRACKED_PER_PROCESS, SUN_PATH_MAX,
 };
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
-use super::errors::{kernel_error, program_error, EbpfError};
+use super::{
+    errors::{kernel_error, program_error, EbpfError},
+    hooks::{self, Choice, Group, Hook, Kind, Probe},
+};
+use crate::config::HookPreference;
 
 /// The object built by `cargo xtask build`; empty when the agent was built
 /// without it (see `agent/build.rs`).
 pub(super) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tokenwatch.bpf.o"));
-
-/// When a probe is attached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Class {
-    /// From load to stop; a failure to load or attach fails the source.
-    Always,
-    /// Only while capturing (see `window.rs`); failures disable capture only.
-    Capture,
-}
-
-/// A program of the object and the tracepoint it is attached to.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Probe {
-    pub program: &'static str,
-    pub category: &'static str,
-    pub tracepoint: &'static str,
-    pub class: Class,
-}
-
-const fn probe(program: &'static str, category: &'static str, tracepoint: &'static str, class: Class) -> Probe {
-    Probe { program, category, tracepoint, class }
-}
-
-/// Every probe. `io_exit` is one program attached to the eight exits.
-pub(super) const PROBES: &[Probe] = &[
-    probe("sys_enter_connect", "syscalls", "sys_enter_connect", Class::Always),
-    probe("sys_exit_connect", "syscalls", "sys_exit_connect", Class::Always),
-    probe("sys_enter_close", "syscalls", "sys_enter_close", Class::Always),
-    probe("sched_process_exit", "sched", "sched_process_exit", Class::Always),
-    probe("sched_process_exec", "sched", "sched_process_exec", Class::Always),
-    probe("io_enter_write", "syscalls", "sys_enter_write", Class::Capture),
-    probe("io_enter_writev", "syscalls", "sys_enter_writev", Class::Capture),
-    probe("io_enter_sendto", "syscalls", "sys_enter_sendto", Class::Capture),
-    probe("io_enter_sendmsg", "syscalls", "sys_enter_sendmsg", Class::Capture),
-    probe("io_enter_read", "syscalls", "sys_enter_read", Class::Capture),
-    probe("io_enter_readv", "syscalls", "sys_enter_readv", Class::Capture),
-    probe("io_enter_recvfrom", "syscalls", "sys_enter_recvfrom", Class::Capture),
-    probe("io_enter_recvmsg", "syscalls", "sys_enter_recvmsg", Class::Capture),
-    probe("io_exit", "syscalls", "sys_exit_write", Class::Capture),
-    probe("io_exit", "syscalls", "sys_exit_writev", Class::Capture),
-    probe("io_exit", "syscalls", "sys_exit_sendto", Class::Capture),
-    probe("io_exit", "syscalls", "sys_exit_sendmsg", Class::Capture),
-    probe("io_exit", "syscalls", "sys_exit_read", Class::Capture),
-    probe("io_exit", "syscalls", "sys_exit_readv", Class::Capture),
-    probe("io_exit", "syscalls", "sys_exit_recvfrom", Class::Capture),
-    probe("io_exit", "syscalls", "sys_exit_recvmsg", Class::Capture),
-];
 
 const MAP_EVENTS: &str = "EVENTS";
 const MAP_COUNTERS: &str = "COUNTERS";
@@ -82,16 +44,21 @@ pub(super) struct Loaded {
     pub events: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
     pub maps: TrackedMaps,
-    /// `category/name` of each attached always-probe.
+    /// Label of each attached always-probe (`fentry/__x64_sys_connect`, `sched/sched_process_exit`).
     pub attached: Vec<String>,
     /// `Err(why)` when the capture programs did not load (`unavailable: …`)
     /// or were not asked for (`off …`).
     pub capture: Result<(), String>,
+    /// What the connect/close and the capture probes run on.
+    pub connections_hooks: Choice,
+    pub capture_hooks: Choice,
 }
 
 /// Loads the object for `socket`, attaches the always-probes and, when
-/// `with_capture`, loads (does not attach) the capture programs.
-pub(super) fn load(socket: &Path, with_capture: bool) -> Result<Loaded, EbpfError> {
+/// `with_capture`, loads (does not attach) the capture programs — on
+/// fentry/fexit where the kernel allows it and `pref` does not forbid it,
+/// else on syscall tracepoints.
+pub(super) fn load(socket: &Path, with_capture: bool, pref: HookPreference) -> Result<Loaded, EbpfError> {
     if OBJECT.is_empty() {
         return Err(EbpfError::NotBuilt);
     }
@@ -103,26 +70,36 @@ pub(super) fn load(socket: &Path, with_capture: bool) -> Result<Loaded, EbpfErro
     if exit_has_group_dead(tracefs) {
         config.flags |= config_flags::EXIT_HAS_GROUP_DEAD;
     }
+    let tramps = hooks::trampolines(pref);
+    if let Ok(t) = &tramps {
+        config.syscall_arg_offsets = t.arg_offsets;
+    }
+    let btf = tramps.as_ref().ok().map(|t| &t.btf);
     let mut ebpf = EbpfLoader::new()
         .override_global(GLOBAL_CONFIG, &config, true)
         .load(OBJECT)
         .map_err(|e| kernel_error("loading the eBPF object (maps)", &e))?;
 
     let mut attached = Vec::new();
-    for p in PROBES.iter().filter(|p| p.class == Class::Always) {
-        let tp = load_program(&mut ebpf, p.program)?;
-        tp.attach(p.category, p.tracepoint)
-            .map_err(|e| kernel_error(&format!("attaching `{}` to {}/{}", p.program, p.category, p.tracepoint), &e))?;
-        attached.push(format!("{}/{}", p.category, p.tracepoint));
+    let connections_hooks = prefer_trampolines(&tramps, |btf| {
+        let links = attach_group(&mut ebpf, Group::Connections, Kind::Trampoline, Some(btf))?;
+        attached.extend(links);
+        Ok(())
+    });
+    if connections_hooks.kind == Kind::Tracepoint {
+        attached.extend(attach_group(&mut ebpf, Group::Connections, Kind::Tracepoint, None)?);
     }
-    let capture = if with_capture {
-        PROBES
-            .iter()
-            .filter(|p| p.class == Class::Capture)
-            .try_for_each(|p| load_program(&mut ebpf, p.program).map(drop))
-            .map_err(|e| format!("unavailable: {e}"))
+    attached.extend(attach_group(&mut ebpf, Group::Process, Kind::Tracepoint, None)?);
+
+    let (capture, capture_hooks) = if with_capture {
+        let choice = prefer_trampolines(&tramps, |btf| load_group(&mut ebpf, Group::Capture, Kind::Trampoline, Some(btf)));
+        let loaded = match choice.kind {
+            Kind::Trampoline => Ok(()),
+            Kind::Tracepoint => load_group(&mut ebpf, Group::Capture, Kind::Tracepoint, btf),
+        };
+        (loaded.map_err(|e| format!("unavailable: {e}")), choice)
     } else {
-        Err("off ([ebpf] capture = \"off\")".to_string())
+        (Err("off ([ebpf] capture = \"off\")".to_string()), Choice { kind: Kind::Tracepoint, fallback: None })
     };
 
     let events = take_map(&mut ebpf, MAP_EVENTS, RingBuf::try_from)?;
@@ -130,20 +107,123 @@ pub(super) fn load(socket: &Path, with_capture: bool) -> Result<Loaded, EbpfErro
     let tracked = take_map(&mut ebpf, MAP_TRACKED, HashMap::try_from)?;
     let tgids = take_map(&mut ebpf, MAP_TRACKED_TGIDS, HashMap::try_from)?;
     let pending = take_map(&mut ebpf, MAP_IO_PENDING, HashMap::try_from)?;
-    Ok(Loaded { ebpf, events, counters, maps: TrackedMaps { tracked, tgids, pending }, attached, capture })
+    Ok(Loaded {
+        ebpf,
+        events,
+        counters,
+        maps: TrackedMaps { tracked, tgids, pending },
+        attached,
+        capture,
+        connections_hooks,
+        capture_hooks,
+    })
 }
 
-/// The program `name`, loaded (once: programs attached twice share it).
-fn load_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut TracePoint, EbpfError> {
-    let tp: &mut TracePoint = ebpf
-        .program_mut(name)
-        .ok_or_else(|| EbpfError::Missing(format!("program `{name}`")))?
-        .try_into()
-        .map_err(|e: ProgramError| kernel_error(&format!("program `{name}`"), &e))?;
-    if tp.fd().is_err() {
-        tp.load().map_err(|e| program_error(&format!("loading program `{name}`"), e))?;
+/// Runs `with` when trampolines are available; the choice says whether
+/// they are used, and if not, why (what the kernel said, logged once here).
+fn prefer_trampolines(
+    tramps: &Result<hooks::Trampolines, String>,
+    with: impl FnOnce(&aya::Btf) -> Result<(), EbpfError>,
+) -> Choice {
+    let tramp = Choice { kind: Kind::Trampoline, fallback: None };
+    let fallback = |why: String| Choice { kind: Kind::Tracepoint, fallback: Some(why) };
+    match tramps {
+        Err(why) => {
+            debug!(reason = %why, "fentry/fexit not available; using syscall tracepoints");
+            fallback(why.clone())
+        }
+        Ok(t) => match with(&t.btf) {
+            Ok(()) => tramp,
+            Err(e) => {
+                warn!(error = %e, "fentry/fexit probes refused; using syscall tracepoints");
+                fallback(e.to_string())
+            }
+        },
     }
-    Ok(tp)
+}
+
+/// Loads every program of the group (a program attached twice is loaded once).
+fn load_group(ebpf: &mut Ebpf, group: Group, kind: Kind, btf: Option<&aya::Btf>) -> Result<(), EbpfError> {
+    hooks::selected(group, kind).into_iter().try_for_each(|p| load_probe(ebpf, p, btf))
+}
+
+/// Attaches every probe of the group, or none (what attached is detached
+/// again); the labels of what attached.
+fn attach_group(ebpf: &mut Ebpf, group: Group, kind: Kind, btf: Option<&aya::Btf>) -> Result<Vec<String>, EbpfError> {
+    let links = attach_all(ebpf, &hooks::selected(group, kind), btf)?;
+    Ok(links.iter().map(|(p, _)| p.label()).collect())
+}
+
+fn attach_all(ebpf: &mut Ebpf, probes: &[&'static Probe], btf: Option<&aya::Btf>) -> Result<CaptureLinks, EbpfError> {
+    let mut links = Vec::new();
+    for p in probes {
+        match load_probe(ebpf, p, btf).and_then(|()| attach_probe(ebpf, p)) {
+            Ok(link) => links.push((*p, link)),
+            Err(e) => {
+                detach_capture(ebpf, links);
+                return Err(e);
+            }
+        }
+    }
+    Ok(links)
+}
+
+/// Loads `p`'s program unless loaded already.
+fn load_probe(ebpf: &mut Ebpf, p: &Probe, btf: Option<&aya::Btf>) -> Result<(), EbpfError> {
+    let name = p.program;
+    let prog = ebpf.program_mut(name).ok_or_else(|| EbpfError::Missing(format!("program `{name}`")))?;
+    let wrong_type = |e: ProgramError| kernel_error(&format!("program `{name}`"), &e);
+    let stage = || format!("loading program `{name}` ({})", p.label());
+    let no_btf = || EbpfError::Missing("kernel BTF for fentry/fexit".into());
+    match p.hook {
+        Hook::Tracepoint { .. } => {
+            let tp: &mut TracePoint = prog.try_into().map_err(wrong_type)?;
+            if tp.fd().is_err() {
+                tp.load().map_err(|e| program_error(&stage(), e))?;
+            }
+        }
+        Hook::Fentry(sc) => {
+            let f: &mut FEntry = prog.try_into().map_err(wrong_type)?;
+            if f.fd().is_err() {
+                f.load(&hooks::wrapper(sc), btf.ok_or_else(no_btf)?).map_err(|e| program_error(&stage(), e))?;
+            }
+        }
+        Hook::Fexit(sc) => {
+            let f: &mut FExit = prog.try_into().map_err(wrong_type)?;
+            if f.fd().is_err() {
+                f.load(&hooks::wrapper(sc), btf.ok_or_else(no_btf)?).map_err(|e| program_error(&stage(), e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A link of an attached probe, whichever kind.
+pub(super) enum Link {
+    Tracepoint(TracePointLinkId),
+    Fentry(FEntryLinkId),
+    Fexit(FExitLinkId),
+}
+
+/// Attaches `p`'s (loaded) program.
+fn attach_probe(ebpf: &mut Ebpf, p: &Probe) -> Result<Link, EbpfError> {
+    let name = p.program;
+    let prog = ebpf.program_mut(name).ok_or_else(|| EbpfError::Missing(format!("program `{name}`")))?;
+    let fail = |e: ProgramError| kernel_error(&format!("attaching `{name}` to {}", p.label()), &e);
+    match p.hook {
+        Hook::Tracepoint { category, name: tp_name } => {
+            let tp: &mut TracePoint = prog.try_into().map_err(fail)?;
+            tp.attach(category, tp_name).map(Link::Tracepoint).map_err(fail)
+        }
+        Hook::Fentry(_) => {
+            let f: &mut FEntry = prog.try_into().map_err(fail)?;
+            f.attach().map(Link::Fentry).map_err(fail)
+        }
+        Hook::Fexit(_) => {
+            let f: &mut FExit = prog.try_into().map_err(fail)?;
+            f.attach().map(Link::Fexit).map_err(fail)
+        }
+    }
 }
 
 fn take_map<T>(
@@ -155,44 +235,25 @@ fn take_map<T>(
     conv(map).map_err(|e| kernel_error(&format!("map `{name}`"), &e))
 }
 
-/// Links of the attached capture probes.
-pub(super) type CaptureLinks = Vec<(&'static str, TracePointLinkId)>;
+/// Links of the attached capture probes, in attach order.
+pub(super) type CaptureLinks = Vec<(&'static Probe, Link)>;
 
-/// Attaches every capture probe, or none (what attached is detached again).
-/// Exits first and (in [`detach_capture`]) last, so that every enter the
-/// probes see has its exit seen too.
-pub(super) fn attach_capture(ebpf: &mut Ebpf) -> Result<CaptureLinks, EbpfError> {
-    let mut links = Vec::new();
-    for p in capture_attach_order() {
-        let attached = load_program(ebpf, p.program).and_then(|tp| {
-            tp.attach(p.category, p.tracepoint)
-                .map_err(|e| kernel_error(&format!("attaching `{}` to {}/{}", p.program, p.category, p.tracepoint), &e))
-        });
-        match attached {
-            Ok(link) => links.push((p.program, link)),
-            Err(e) => {
-                detach_capture(ebpf, links);
-                return Err(e);
-            }
-        }
-    }
-    Ok(links)
+/// Attaches every capture probe of `kind`, or none.
+pub(super) fn attach_capture(ebpf: &mut Ebpf, kind: Kind) -> Result<CaptureLinks, EbpfError> {
+    attach_all(ebpf, &hooks::selected(Group::Capture, kind), None)
 }
 
-/// The capture probes, exits first.
-pub(super) fn capture_attach_order() -> Vec<&'static Probe> {
-    let capture = PROBES.iter().filter(|p| p.class == Class::Capture);
-    let (exits, enters): (Vec<&Probe>, Vec<&Probe>) = capture.partition(|p| p.tracepoint.starts_with("sys_exit_"));
-    exits.into_iter().chain(enters).collect()
-}
-
-/// Detaches in the reverse order of [`attach_capture`]: enters first.
+/// Detaches in the reverse order of attaching: enters first.
 pub(super) fn detach_capture(ebpf: &mut Ebpf, links: CaptureLinks) {
-    for (program, link) in links.into_iter().rev() {
-        let detached =
-            ebpf.program_mut(program).and_then(|p| <&mut TracePoint>::try_from(p).ok()).map(|tp| tp.detach(link));
-        if let Some(Err(e)) = detached {
-            debug!(program, error = %e, "detaching a capture probe");
+    for (p, link) in links.into_iter().rev() {
+        let Some(prog) = ebpf.program_mut(p.program) else { continue };
+        let detached = match link {
+            Link::Tracepoint(l) => <&mut TracePoint>::try_from(prog).and_then(|tp| tp.detach(l)),
+            Link::Fentry(l) => <&mut FEntry>::try_from(prog).and_then(|f| f.detach(l)),
+            Link::Fexit(l) => <&mut FExit>::try_from(prog).and_then(|f| f.detach(l)),
+        };
+        if let Err(e) = detached {
+            debug!(program = p.program, error = %e, "detaching a probe");
         }
     }
 }

@@ -4,7 +4,8 @@
 //! connections while the capture probes are attached (adaptive, see
 //! [`window`]).
 //!
-//! Files: `load` (object, probe table, attach/detach), `errors`, `run` (the
+//! Files: `hooks` (the probe table; fentry/fexit or tracepoints, chosen by
+//! what the kernel allows), `load` (object, attach/detach), `errors`, `run` (the
 //! loop), `decode` (record → typed record), `capture` (connection table →
 //! decoders → calls), `discover` (connections open before start), `window`
 //! (when to capture). Kernel side: `agent-ebpf/src/probes/`.
@@ -12,6 +13,7 @@ mod capture;
 mod decode;
 mod discover;
 mod errors;
+mod hooks;
 mod load;
 mod run;
 mod window;
@@ -33,7 +35,7 @@ pub use window::{want_capture, CaptureHint, Reason, WindowInputs, WindowPolicy};
 
 use self::load::Loaded;
 use crate::{
-    config::{CaptureMode, Config},
+    config::{CaptureMode, Config, HookPreference},
     events::Event,
     sources::{Health, SourceState},
 };
@@ -42,6 +44,8 @@ use crate::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
     pub capture: CaptureMode,
+    /// `[ebpf] hooks`.
+    pub hooks: HookPreference,
     pub window: WindowPolicy,
     /// Response field of `expires_at` (`[token_agent] expires_at_field`).
     pub expires_at_field: u32,
@@ -49,13 +53,23 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { capture: CaptureMode::Adaptive, window: WindowPolicy::default(), expires_at_field: 2 }
+        Self {
+            capture: CaptureMode::Adaptive,
+            hooks: HookPreference::Auto,
+            window: WindowPolicy::default(),
+            expires_at_field: 2,
+        }
     }
 }
 
 impl Settings {
     pub fn from_config(cfg: &Config) -> Self {
-        Self { capture: cfg.ebpf.capture, expires_at_field: cfg.token_agent.expires_at_field, ..Self::default() }
+        Self {
+            capture: cfg.ebpf.capture,
+            hooks: cfg.ebpf.hooks,
+            expires_at_field: cfg.token_agent.expires_at_field,
+            ..Self::default()
+        }
     }
 }
 
@@ -74,7 +88,7 @@ impl EbpfSource {
     }
 
     pub fn load_with(socket: &Path, settings: Settings) -> Result<Self, EbpfError> {
-        let loaded = load::load(socket, settings.capture != CaptureMode::Off)?;
+        let loaded = load::load(socket, settings.capture != CaptureMode::Off, settings.hooks)?;
         if let Err(why) = &loaded.capture {
             if settings.capture != CaptureMode::Off {
                 warn!(reason = %why, "eBPF capture probes not loaded; reporting connects only");

@@ -18,12 +18,14 @@ use super::{
     capture::Tracker,
     decode::{self, Clock, Record, Skipped},
     discover,
+    hooks::Kind,
     load::{self, CaptureLinks, Loaded},
     want_capture,
     window::{Switch, Transition},
     CaptureHint, EbpfError, EbpfSource, Reason, Settings, WindowInputs,
 };
 use crate::{
+    config::CaptureMode,
     events::Event,
     protocol::ConnectionConfig,
     sources::{proc, Health, SourceState},
@@ -49,19 +51,31 @@ pub(super) async fn run(
     mut hints: watch::Receiver<CaptureHint>,
 ) -> Result<(), EbpfError> {
     let EbpfSource { loaded, socket, settings } = source;
-    let Loaded { mut ebpf, events, counters, mut maps, attached, capture } = loaded;
+    let Loaded { mut ebpf, events, counters, mut maps, attached, capture, connections_hooks, capture_hooks } = loaded;
     // SAFETY: the RingBuf owns its map fd for as long as it lives, and
     // as_raw_fd always returns that fd.
     let mut ring = unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
         .map_err(|e| EbpfError::Io(e.into_parts().1))?;
-    let base_detail = format!("attached {} (socket {})", attached.join(", "), socket.display());
-    info!(socket = %socket.display(), probes = %attached.join(", "), capture = ?settings.capture, "eBPF source running");
+    let mut hooks = vec![connections_hooks.describe("connect/close")];
+    if settings.capture != CaptureMode::Off {
+        // also when the fallback did not load either: both reasons are wanted
+        hooks.push(capture_hooks.describe("capture"));
+    }
+    let base_detail = format!("attached {} (socket {}); {}", attached.join(", "), socket.display(), hooks.join("; "));
+    info!(socket = %socket.display(), probes = %attached.join(", "), hooks = %hooks.join("; "), capture = ?settings.capture, "eBPF source running");
 
     let started_at = SystemTime::now();
     let mut clock = Clock::now();
     let mut tracker =
         Tracker::new(ConnectionConfig { expires_at_field: settings.expires_at_field, ..Default::default() });
-    let mut run = Run { links: None, switch: Switch::default(), reason: None, attach_after: None, capture_ok: capture };
+    let mut run = Run {
+        links: None,
+        switch: Switch::default(),
+        reason: None,
+        attach_after: None,
+        capture_ok: capture,
+        capture_kind: capture_hooks.kind,
+    };
     discover_at_start(&socket, &mut tracker, &mut maps);
     health.set(SourceState::Running, run.detail(&base_detail));
 
@@ -147,6 +161,8 @@ struct Run {
     attach_after: Option<SystemTime>,
     /// `Err`: the capture programs did not load; never attach.
     capture_ok: Result<(), String>,
+    /// Which of the capture programs were loaded.
+    capture_kind: Kind,
 }
 
 impl Run {
@@ -170,7 +186,7 @@ impl Run {
         }
         match self.switch.step(now, reason.is_some(), s.window.linger) {
             Some(Transition::Attach) if self.attach_after.is_none_or(|t| now >= t) => {
-                match load::attach_capture(ebpf) {
+                match load::attach_capture(ebpf, self.capture_kind) {
                     Ok(links) => {
                         // Bytes from here on are seen; anything earlier is not.
                         tracker.capture_attached(decode::ktime_now());

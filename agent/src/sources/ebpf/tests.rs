@@ -15,6 +15,7 @@ use super::{
     decode::{self, Clock, Record, RecordError},
     discover::{client_inodes, parse_dump, scan_proc, socket_inode, UnixSock},
     errors::{capability_hint, kernel_error, verifier_complaint, CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN},
+    hooks::{self, Group, Hook, Kind},
     load::{format_has_group_dead, probe_config},
     window::{want_capture, CaptureHint, Reason, Switch, Transition, WindowInputs, WindowPolicy},
     *,
@@ -177,19 +178,73 @@ fn group_dead_is_detected_from_the_format_file() {
     assert!(!format_has_group_dead("\tfield:bool group_dead;\toffset:36;\tsize:1;\tsigned:0;\n"));
 }
 
+const CAPTURED: [&str; 8] = ["write", "writev", "sendto", "sendmsg", "read", "readv", "recvfrom", "recvmsg"];
+
 #[test]
-fn every_capture_syscall_has_an_enter_and_an_exit() {
-    let capture: Vec<_> = load::PROBES.iter().filter(|p| p.class == load::Class::Capture).collect();
-    for sc in ["write", "writev", "sendto", "sendmsg", "read", "readv", "recvfrom", "recvmsg"] {
-        let enter = format!("sys_enter_{sc}");
-        let exit = format!("sys_exit_{sc}");
-        assert!(capture.iter().any(|p| p.tracepoint == enter && p.program == format!("io_enter_{sc}")), "{sc}");
-        assert!(capture.iter().any(|p| p.tracepoint == exit && p.program == "io_exit"), "{sc}");
+fn every_capture_syscall_has_an_enter_and_an_exit_tracepoint() {
+    let capture = hooks::selected(Group::Capture, Kind::Tracepoint);
+    for sc in CAPTURED {
+        let (enter, exit) = (format!("syscalls/sys_enter_{sc}"), format!("syscalls/sys_exit_{sc}"));
+        assert!(capture.iter().any(|p| p.label() == enter && p.program == format!("io_enter_{sc}")), "{sc}");
+        assert!(capture.iter().any(|p| p.label() == exit && p.program == "io_exit"), "{sc}");
     }
     assert_eq!(capture.len(), 16);
     // exits attach first (and detach last): an enter seen always has its exit seen
-    let order: Vec<_> = load::capture_attach_order().iter().map(|p| p.program).collect();
+    let order: Vec<_> = capture.iter().map(|p| p.program).collect();
     assert!(order[..8].iter().all(|p| *p == "io_exit") && order[8..].iter().all(|p| p.starts_with("io_enter_")), "{order:?}");
+}
+
+#[test]
+fn every_capture_syscall_has_an_fexit_on_its_wrapper() {
+    let capture = hooks::selected(Group::Capture, Kind::Trampoline);
+    assert_eq!(capture.len(), 8);
+    for sc in CAPTURED {
+        let p = capture.iter().find(|p| p.program == format!("fexit_{sc}")).unwrap_or_else(|| panic!("{sc}"));
+        assert_eq!(p.hook, Hook::Fexit(sc));
+        assert_eq!(p.label(), format!("fexit/{}", hooks::wrapper(sc)));
+    }
+}
+
+#[test]
+fn connections_on_either_kind_cover_connect_enter_exit_and_close() {
+    let labels = |kind| hooks::selected(Group::Connections, kind).iter().map(|p| p.label()).collect::<Vec<_>>();
+    assert_eq!(
+        labels(Kind::Tracepoint),
+        ["syscalls/sys_exit_connect", "syscalls/sys_enter_connect", "syscalls/sys_enter_close"]
+    );
+    let (connect, close) = (hooks::wrapper("connect"), hooks::wrapper("close"));
+    assert_eq!(labels(Kind::Trampoline), [format!("fexit/{connect}"), format!("fentry/{connect}"), format!("fentry/{close}")]);
+    // the process probes exist once, whatever the kind
+    for kind in [Kind::Tracepoint, Kind::Trampoline] {
+        let process: Vec<_> = hooks::selected(Group::Process, kind).iter().map(|p| p.program).collect();
+        assert_eq!(process, ["sched_process_exit", "sched_process_exec"]);
+    }
+}
+
+#[test]
+fn syscall_argument_offsets_come_from_pt_regs_members() {
+    // x86_64's struct pt_regs: r15 … r8 (0–56), ax, cx, dx, si, di, orig_ax, …
+    let names = ["r15", "r14", "r13", "r12", "bp", "bx", "r11", "r10", "r9", "r8", "ax", "cx", "dx", "si", "di"];
+    let members: Vec<(String, u32)> = names.iter().enumerate().map(|(i, n)| (n.to_string(), i as u32 * 64)).collect();
+    assert_eq!(hooks::arg_offsets(&members, ["di", "si", "dx", "r10"]), Ok([112, 104, 96, 56]));
+    let e = hooks::arg_offsets(&members, ["di", "si", "dx", "x0"]).unwrap_err();
+    assert!(e.contains("no member x0"), "{e}");
+    let odd = vec![("di".to_string(), 36u32)];
+    assert!(hooks::arg_offsets(&odd, ["di", "di", "di", "di"]).unwrap_err().contains("not 8-byte aligned"));
+}
+
+#[test]
+fn configured_tracepoints_never_try_trampolines() {
+    let why = hooks::trampolines(crate::config::HookPreference::Tracepoint).err().expect("refused");
+    assert!(why.contains("hooks = \"tracepoint\""), "{why}");
+}
+
+#[test]
+fn the_choice_reads_with_its_reason() {
+    let t = hooks::Choice { kind: Kind::Trampoline, fallback: None };
+    assert_eq!(t.describe("capture"), "capture via fentry/fexit");
+    let f = hooks::Choice { kind: Kind::Tracepoint, fallback: Some("no kernel BTF".into()) };
+    assert_eq!(f.describe("connect/close"), "connect/close via syscall tracepoints (fentry/fexit: no kernel BTF)");
 }
 
 // ---- errors ----
