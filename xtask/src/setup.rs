@@ -14,7 +14,8 @@ use crate::util::{self, output, root, target_dir};
 /// Debian packages the build and the tests need.
 /// - rustc-web, cargo-web, libstd-rust-web-dev-bpf: a rustc with a prebuilt
 ///   `core` for bpfel-unknown-none (rustup's toolchains here have no rust-src)
-/// - qemu-system-x86, busybox-static, kmod: `cargo xtask vm-test` (the kernel matrix)
+/// - qemu-system-x86, busybox-static, kmod, xz-utils: `cargo xtask vm-test`
+///   (the kernel matrix; xz unpacks the kernel modules it packs)
 /// - prometheus: promtool, for the alert rules' unit tests (deploy/prometheus)
 const APT_PACKAGES: &[&str] = &[
     "rustc-web",
@@ -24,6 +25,7 @@ const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "kmod",
+    "xz-utils",
     "prometheus",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";

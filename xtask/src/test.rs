@@ -9,6 +9,10 @@ use anyhow::{bail, Context, Result};
 
 use crate::{build, package, setup, util};
 
+/// The packages whose tests run. `cargo xtask vm-test` asks cargo for its test
+/// binaries with the same set, so that they are these very builds.
+pub const PACKAGES: &[&str] = &["tokenwatch", "tokenwatch-tests", "tokenwatch-common", "xtask"];
+
 pub fn run(extra: &[String]) -> Result<()> {
     let built = build::all(build::Profile::Debug)?;
     // the release package, for tests/tests/package.rs (installs it with dpkg)
@@ -16,8 +20,11 @@ pub fn run(extra: &[String]) -> Result<()> {
     let bin_dir = util::target_dir().join("debug");
     let mut cmd = util::host_cargo();
     // --no-fail-fast: one failing test binary must not hide the others
-    cmd.args(["test", "--no-fail-fast", "-p", "tokenwatch", "-p", "tokenwatch-tests", "-p", "tokenwatch-common", "-p", "xtask"])
-        .args(extra)
+    cmd.args(["test", "--no-fail-fast"]);
+    for p in PACKAGES {
+        cmd.args(["-p", p]);
+    }
+    cmd.args(extra)
         .env("TOKENWATCH_EBPF_OBJ", &built.ebpf_object)
         .env("TOKENWATCH_BIN", bin_dir.join("tokenwatch"))
         .env("TOKENWATCH_SIM_DIR", &bin_dir)

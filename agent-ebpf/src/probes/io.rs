@@ -101,6 +101,8 @@ struct CopyState {
     left: u64,
     /// Index of the next iovec to read.
     next_iov: u64,
+    /// Bytes to copy in this step (see `copy_step`).
+    n: u64,
 }
 
 #[map]
@@ -279,7 +281,7 @@ fn copy_out(scratch: &mut Scratch, p: &IoPending, ret: u64) {
             shape::BUF => (p.buf, total, MAX_IOV as u64),
             _ => (0, 0, 0),
         };
-        st.write_volatile(CopyState { copied: 0, fill: 0, base, left, next_iov });
+        st.write_volatile(CopyState { copied: 0, fill: 0, base, left, next_iov, n: 0 });
     }
     for _ in 0..COPY_STEPS {
         if !copy_step(scratch, st, p, total, iov_count) {
@@ -341,6 +343,15 @@ fn copy_step(scratch: &mut Scratch, st: *mut CopyState, p: &IoPending, total: u6
     if n > total - copied {
         n = total - copied;
     }
+    // `n` is the minimum of three values; verifiers before ~6.8 (5.10 and
+    // 6.1 here) learn nothing from comparing two unknowns, so its bound must
+    // come from a comparison with a constant — on a fresh load, or LLVM drops
+    // the comparison as implied by the ones above.
+    // SAFETY: a field of this CPU's scratch value.
+    let n = unsafe {
+        core::ptr::addr_of_mut!((*st).n).write_volatile(n);
+        core::ptr::addr_of!((*st).n).read_volatile()
+    };
     if n == 0 || n > DATA_CHUNK as u64 {
         return false;
     }

@@ -33,6 +33,9 @@ pub struct Spec {
     /// The package holding the kernel's config, when it is not the image's
     /// (the new `linux-binary-*` packaging keeps it in `linux-base-*`).
     config_package_prefix: Option<&'static str>,
+    /// The package holding the modules, when it is not the image's
+    /// (`linux-modules-*` in the new packaging).
+    modules_package_prefix: Option<&'static str>,
     /// Extra kernel command line.
     pub append: &'static str,
 }
@@ -46,6 +49,7 @@ pub const SPECS: &[Spec] = &[
         release_prefix: "5.10.0-",
         release_suffix: "-cloud-amd64",
         config_package_prefix: None,
+        modules_package_prefix: None,
         // 5.10 enables BPF-LSM only when asked; without it an LSM program attaches but never runs.
         append: "lsm=lockdown,capability,yama,apparmor,bpf",
     },
@@ -57,6 +61,7 @@ pub const SPECS: &[Spec] = &[
         release_prefix: "6.1.0-",
         release_suffix: "-cloud-amd64",
         config_package_prefix: None,
+        modules_package_prefix: None,
         append: "",
     },
     Spec {
@@ -67,6 +72,7 @@ pub const SPECS: &[Spec] = &[
         release_prefix: "6.12.",
         release_suffix: "+deb12-cloud-amd64",
         config_package_prefix: None,
+        modules_package_prefix: None,
         append: "",
     },
     Spec {
@@ -77,6 +83,7 @@ pub const SPECS: &[Spec] = &[
         release_prefix: "",
         release_suffix: "+deb13-cloud-amd64",
         config_package_prefix: Some("linux-base-"),
+        modules_package_prefix: Some("linux-modules-"),
         append: "",
     },
 ];
@@ -95,6 +102,13 @@ const LISTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// How many builds of one line to try before giving up on the mirror.
 const MAX_TRIES: usize = 4;
 
+/// Modules the tests need that the cloud kernels build as modules (paths
+/// under `kernel/`, without `.ko`): `unix_diag` answers the sock_diag queries
+/// for Unix sockets with which the eBPF source finds open connections. On a
+/// host the kernel loads it on demand; the guest has no modprobe setup, so
+/// `/init` inserts each one.
+pub const MODULES: &[&str] = &["net/unix/unix_diag"];
+
 /// A kernel ready to boot.
 pub struct Kernel {
     pub spec: &'static Spec,
@@ -102,6 +116,8 @@ pub struct Kernel {
     pub release: String,
     pub vmlinuz: PathBuf,
     pub config: PathBuf,
+    /// [`MODULES`], uncompressed, in that order.
+    pub modules: Vec<PathBuf>,
 }
 
 impl Spec {
@@ -163,6 +179,8 @@ fn version_key(release: &str) -> Vec<u64> {
 /// apt with its state, lists and cache under `dir`.
 struct Apt {
     dir: PathBuf,
+    /// Serialises updates of the `unavailable` file (kernels are fetched in parallel).
+    lock: std::sync::Mutex<()>,
 }
 
 impl Apt {
@@ -193,6 +211,7 @@ impl Apt {
     }
 
     fn mark_unavailable(&self, package: &str) {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut all = self.unavailable();
         all.insert(package.to_string());
         let _ = std::fs::write(self.unavailable_file(), all.into_iter().collect::<Vec<_>>().join("\n"));
@@ -239,15 +258,30 @@ impl Apt {
     }
 }
 
-/// Resolves, downloads (when not cached) and extracts each kernel of `specs`.
-/// Kernels that cannot be had are left out with a warning.
-pub fn fetch(specs: &[&'static Spec], vm_dir: &Path) -> Result<Vec<Kernel>> {
-    let apt = Apt { dir: vm_dir.join("apt") };
+/// Resolves, downloads (when not cached) and extracts each kernel of `specs`,
+/// all at once (unpacking a kernel package is a few seconds of xz). Kernels
+/// that cannot be had are left out with a warning; the rest come in the
+/// order of `specs`.
+pub fn fetch(specs: &[&'static Spec], cache_dir: &Path) -> Result<Vec<Kernel>> {
+    let apt = Apt { dir: cache_dir.join("apt"), lock: Default::default() };
+    let t = std::time::Instant::now();
     apt.update()?;
     let found = apt.search(specs);
+    eprintln!("vm-test: kernel package lists {:.1}s", t.elapsed().as_secs_f64());
+    let cache = cache_dir.join("kernels");
+    let fetched: Vec<Result<Option<Kernel>>> = std::thread::scope(|s| {
+        let threads: Vec<_> = specs
+            .iter()
+            .map(|&spec| {
+                let (apt, found, cache) = (&apt, &found, &cache);
+                s.spawn(move || fetch_one(apt, spec, &parse_search(spec, found), cache))
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().expect("kernel fetch panicked")).collect()
+    });
     let mut kernels = Vec::new();
-    for &spec in specs {
-        match fetch_one(&apt, spec, &parse_search(spec, &found), &vm_dir.join("kernels")) {
+    for (spec, got) in specs.iter().zip(fetched) {
+        match got {
             Ok(Some(k)) => kernels.push(k),
             Ok(None) => eprintln!("vm-test: warning: no {} kernel ({}) found; skipping it", spec.name, spec.suite),
             Err(e) => eprintln!("vm-test: warning: {} kernel ({}): {e:#}; skipping it", spec.name, spec.suite),
@@ -263,12 +297,15 @@ fn fetch_one(apt: &Apt, spec: &'static Spec, candidates: &[String], cache: &Path
         if let Some(k) = cached(spec, cache, release) {
             return Ok(Some(k));
         }
-        let debs = cache.join("debs");
+        // one per line and process: lines are fetched in parallel, and another run may share the cache
+        let debs = cache.join(format!("debs-{}-{}", spec.name, std::process::id()));
         let _ = std::fs::remove_dir_all(&debs);
         let mut packages = vec![spec.package(release)];
         packages.extend(spec.config_package_prefix.map(|p| format!("{p}{release}")));
+        packages.extend(spec.modules_package_prefix.map(|p| format!("{p}{release}")));
         let t = std::time::Instant::now();
         if let Err(e) = apt.download(&packages, &debs) {
+            let _ = std::fs::remove_dir_all(&debs);
             let msg = format!("{e:#}");
             let first = msg.lines().find(|l| l.starts_with("E:")).unwrap_or(&msg).to_string();
             eprintln!("vm-test: downloading {} failed ({first}); trying an older build", packages[0]);
@@ -278,8 +315,9 @@ fn fetch_one(apt: &Apt, spec: &'static Spec, candidates: &[String], cache: &Path
             }
             continue;
         }
-        let kernel = extract(spec, release, &debs, cache)?;
+        let kernel = extract(spec, release, &debs, cache);
         std::fs::remove_dir_all(&debs)?;
+        let kernel = kernel?;
         eprintln!("vm-test: fetched {} ({:.1}s)", packages.join(" "), t.elapsed().as_secs_f64());
         // Older builds of the same line are no longer wanted.
         for other in cached_releases(spec, cache).into_iter().filter(|r| r != release) {
@@ -301,7 +339,19 @@ fn fetch_one(apt: &Apt, spec: &'static Spec, candidates: &[String], cache: &Path
 fn cached(spec: &'static Spec, cache: &Path, release: &str) -> Option<Kernel> {
     let dir = cache.join(release);
     let (vmlinuz, config) = (dir.join("vmlinuz"), dir.join("config"));
-    (vmlinuz.is_file() && config.is_file()).then(|| Kernel { spec, release: release.to_string(), vmlinuz, config })
+    let modules: Vec<PathBuf> = MODULES.iter().map(|m| dir.join(module_file(m))).collect();
+    (vmlinuz.is_file() && config.is_file() && modules.iter().all(|m| m.is_file())).then(|| Kernel {
+        spec,
+        release: release.to_string(),
+        vmlinuz,
+        config,
+        modules,
+    })
+}
+
+/// `net/unix/unix_diag` → `unix_diag.ko`.
+fn module_file(module: &str) -> String {
+    format!("{}.ko", module.rsplit('/').next().unwrap_or(module))
 }
 
 /// Releases of `spec` in the cache, newest first.
@@ -334,13 +384,35 @@ fn extract(spec: &'static Spec, release: &str, debs: &Path, cache: &Path) -> Res
         .with_context(|| format!("no config for {release} in {}", debs.display()))?;
     let dir = cache.join(release);
     std::fs::create_dir_all(&dir)?;
+    for module in MODULES {
+        let found = ["lib", "usr/lib"]
+            .iter()
+            .flat_map(|l| ["", ".xz"].map(|ext| tmp.join(format!("{l}/modules/{release}/kernel/{module}.ko{ext}"))))
+            .find(|p| p.is_file())
+            .with_context(|| format!("no module {module} for {release} in {}", debs.display()))?;
+        let out = dir.join(module_file(module));
+        if found.extension().is_some_and(|e| e == "xz") {
+            // busybox insmod hands the file to init_module as it is: unpack it here
+            let data = std::process::Command::new("xz")
+                .arg("-dc")
+                .arg(&found)
+                .output()
+                .context("starting xz (package xz-utils)")?;
+            if !data.status.success() {
+                bail!("xz -d {}: {}", found.display(), String::from_utf8_lossy(&data.stderr));
+            }
+            std::fs::write(&out, data.stdout)?;
+        } else {
+            std::fs::rename(&found, &out)?;
+        }
+    }
     std::fs::rename(config, dir.join("config"))?;
     // vmlinuz last: its presence marks a complete entry.
     std::fs::rename(vmlinuz, dir.join("vmlinuz"))?;
     cached(spec, cache, release).context("kernel cache entry incomplete")
 }
 
-/// `dpkg-deb --fsys-tarfile DEB | tar -x` of the kernel image and config only.
+/// `dpkg-deb --fsys-tarfile DEB | tar -x` of the kernel image, config and [`MODULES`] only.
 fn untar_deb(deb: &Path, into: &Path) -> Result<()> {
     let mut dpkg = Command::new("dpkg-deb")
         .arg("--fsys-tarfile")
@@ -354,6 +426,7 @@ fn untar_deb(deb: &Path, into: &Path) -> Result<()> {
         .arg(into)
         .args(["--wildcards", "./boot/vmlinuz-*", "./boot/config-*", "./usr/lib/modules/*/vmlinuz"])
         .arg("./usr/lib/modules/*/config")
+        .args(MODULES.iter().flat_map(|m| ["./lib", "./usr/lib"].map(|l| format!("{l}/modules/*/kernel/{m}.ko*"))))
         .stdin(dpkg.stdout.take().context("dpkg-deb stdout")?)
         .stderr(Stdio::null())
         .status()

@@ -1,10 +1,11 @@
 //! `cargo xtask vm-test`: the eBPF tests on the Debian kernels a fleet runs.
 //!
 //! Kernels come from Debian with `apt-get download` ([`kernels`]); the eBPF
-//! integration tests are built static ([`binaries`]) and packed with busybox
-//! into one initramfs ([`initramfs`]); each kernel boots it in qemu under a
-//! timeout ([`qemu`]); the same binaries run on the host too; [`report`]
-//! prints one row per kernel. Recipe: `../shared/kernel-matrix.md`.
+//! integration tests — the debug builds `cargo xtask test` made — and the
+//! simulator ([`binaries`]) are packed with their shared libraries and
+//! busybox into one initramfs ([`initramfs`]); each kernel boots it in qemu
+//! under a timeout ([`qemu`]); the same binaries run on the host too;
+//! [`report`] prints one row per kernel. Recipe: `../shared/kernel-matrix.md`.
 mod binaries;
 mod initramfs;
 mod kernels;
@@ -12,7 +13,7 @@ mod qemu;
 mod report;
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     process::Command,
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -51,43 +52,69 @@ pub fn run(args: Args) -> Result<()> {
     };
     setup::ensure()?;
     let vm_dir = util::target_dir().join("vm");
+    let cache = cache_dir();
     let names = binaries::select(&util::root().join("agent/tests"))?;
     eprintln!("vm-test: test binaries: {}", names.join(", "));
 
-    // Kernels (network, unpacking) while the tests build (CPU).
+    // Kernels (network, unpacking) while the tests build (CPU; after
+    // `cargo xtask test` only cargo's check that all is fresh).
     let (fetched, built) = std::thread::scope(|s| {
-        let fetch = s.spawn(|| timed(|| kernels::fetch(&specs, &vm_dir)));
-        let built = timed(|| build::ebpf().and_then(|obj| binaries::build(&names, &obj)));
+        let fetch = s.spawn(|| timed(|| kernels::fetch(&specs, &cache)));
+        let built = timed(|| {
+            let obj = build::all(build::Profile::Debug)?.ebpf_object;
+            let tests = binaries::build(&names, &obj)?;
+            let sims = binaries::sims(&util::target_dir().join("debug"))?;
+            anyhow::Ok((tests, sims))
+        });
         (fetch.join().expect("kernel fetch panicked"), built)
     });
     let (kernels, fetch_time) = (fetched.0?, fetched.1);
-    let (tests, build_time) = (built.0.context("building the test binaries")?, built.1);
+    let ((tests, sims), build_time) = (built.0.context("building the test binaries")?, built.1);
+    eprintln!(
+        "vm-test: kernels {:.1}s, build {:.1}s (in parallel)",
+        fetch_time.as_secs_f64(),
+        build_time.as_secs_f64()
+    );
 
     let t = Instant::now();
-    let stripped: Vec<(String, std::path::PathBuf)> = tests
-        .iter()
-        .map(|(n, p)| Ok((n.clone(), binaries::stripped(n, p, &vm_dir.join("tests"))?)))
-        .collect::<Result<_>>()?;
-    let initrd = vm_dir.join("initramfs.cpio.gz");
-    let configs: Vec<_> = kernels.iter().map(|k| (k.release.clone(), k.config.clone())).collect();
+    let strip = |list: &[(String, PathBuf)], into: &str| -> Result<Vec<(String, PathBuf)>> {
+        list.iter().map(|(n, p)| Ok((n.clone(), binaries::stripped(n, p, &vm_dir.join(into))?))).collect()
+    };
+    let (stripped, stripped_sims) = (strip(&tests, "tests")?, strip(&sims, "sim")?);
+    let all: Vec<&Path> = tests.iter().chain(&sims).map(|(_, p)| p.as_path()).collect();
+    let libs = binaries::libraries(&all)?;
+    let initrd = vm_dir.join(initramfs::FILE_NAME);
     initramfs::write(
         &initrd,
-        &initramfs::Contents { busybox: Path::new(BUSYBOX), tests: &stripped, configs: &configs },
+        &initramfs::Contents {
+            busybox: Path::new(BUSYBOX),
+            tests: &stripped,
+            sims: &stripped_sims,
+            libs: &libs,
+            kernels: &kernels,
+        },
     )?;
     let pack_time = t.elapsed();
+    eprintln!(
+        "vm-test: initramfs {:.1}s ({} MB)",
+        pack_time.as_secs_f64(),
+        std::fs::metadata(&initrd).map_or(0, |m| m.len() >> 20)
+    );
 
-    let t = Instant::now();
     let logs = vm_dir.join("logs");
     std::fs::create_dir_all(&logs)?;
-    let mut rows = vec![host_row(&tests, &logs)?];
-    let host_time = t.elapsed();
-
-    let t = Instant::now();
+    let sim_dir = util::target_dir().join("debug");
     let timeout = Duration::from_secs(args.timeout);
     let (accel, _) = qemu::accel();
-    eprintln!("vm-test: booting {} kernel(s) ({accel}, {} at a time)", kernels.len(), args.jobs.max(1));
-    let vm_rows = run_vms(&kernels, &initrd, timeout, args.jobs.max(1), names.len(), &logs);
-    let vm_time = t.elapsed();
+    let jobs = args.jobs.max(1);
+    eprintln!("vm-test: booting {} kernel(s) ({accel}, {jobs} at a time) while the host runs the tests", kernels.len());
+    // The host row beside the VMs: its tests mostly wait (capture windows, children).
+    let ((host, host_time), (vm_rows, vm_time)) = std::thread::scope(|s| {
+        let host = s.spawn(|| timed(|| host_row(&tests, &sim_dir, &logs)));
+        let vms = timed(|| run_vms(&kernels, &initrd, timeout, jobs, names.len(), &logs));
+        (host.join().expect("host run panicked"), vms)
+    });
+    let mut rows = vec![host?];
     rows.extend(vm_rows);
     for spec in specs.iter().filter(|s| !kernels.iter().any(|k| std::ptr::eq(k.spec, **s))) {
         rows.push(Row {
@@ -103,7 +130,7 @@ pub fn run(args: Args) -> Result<()> {
     std::fs::write(vm_dir.join("report.md"), &table)?;
     println!("\n{table}");
     println!(
-        "vm-test: kernels {:.1}s (in parallel with the build {:.1}s), initramfs {:.1}s, host {:.1}s, VMs {:.1}s; total {:.1}s",
+        "vm-test: kernels {:.1}s (in parallel with the build {:.1}s), initramfs {:.1}s, host {:.1}s (in parallel with the VMs {:.1}s); total {:.1}s",
         fetch_time.as_secs_f64(),
         build_time.as_secs_f64(),
         pack_time.as_secs_f64(),
@@ -120,6 +147,42 @@ pub fn run(args: Args) -> Result<()> {
         bail!("no kernel could be fetched: nothing was tested in a VM");
     }
     Ok(())
+}
+
+/// Where a run's time went, from its output: `: boot 2.4s, ebpf_calls 15.4s, …`
+/// (the guest's uptime when `/init` started, libtest's "finished in" per binary).
+fn timings(log: &str) -> String {
+    let mut parts = Vec::new();
+    let mut binary = None;
+    for line in log.lines() {
+        if let Some(up) = line.split(initramfs::BOOTED_MARKER).nth(1) {
+            parts.push(format!("boot {}s", up.split_whitespace().next().unwrap_or("?")));
+        } else if let Some(name) = line.split(initramfs::BINARY_MARKER).nth(1) {
+            binary = Some(name.trim().to_string());
+        } else if let (Some(name), Some(t)) = (&binary, line.split("; finished in ").nth(1)) {
+            if line.contains("test result: ") {
+                parts.push(format!("{name} {}", t.trim()));
+            }
+        }
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", parts.join(", "))
+    }
+}
+
+/// Where downloaded kernels and their package lists are kept: outside the
+/// work tree, so that a fresh clone (CI) or `cargo clean` does not fetch and
+/// unpack them again. `TOKENWATCH_VM_CACHE`, else the user's cache directory.
+fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("TOKENWATCH_VM_CACHE") {
+        return PathBuf::from(d);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    base.map_or_else(|| util::target_dir().join("vm"), |b| b.join("tokenwatch/vm"))
 }
 
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
@@ -164,21 +227,29 @@ fn vm_row(k: &kernels::Kernel, initrd: &Path, timeout: Duration, binaries: usize
 }
 
 /// The same binaries on the host, as root, in the environment the guest gives them.
-fn host_row(tests: &[(String, std::path::PathBuf)], logs: &Path) -> Result<Row> {
+fn host_row(tests: &[(String, PathBuf)], sim_dir: &Path, logs: &Path) -> Result<Row> {
     let t = Instant::now();
     let (mut log, mut failure) = (String::new(), None);
+    let env =
+        [("CI", "true".into()), ("TOKENWATCH_VM", "1".into()), ("TOKENWATCH_SIM_DIR", sim_dir.as_os_str().to_owned())];
     for (name, bin) in tests {
         let mut cmd = if util::is_root() {
-            Command::new(bin)
+            let mut c = Command::new(bin);
+            c.envs(env.iter().map(|(k, v)| (k, v)));
+            c
         } else {
             let mut c = Command::new("sudo");
-            c.arg("env").arg("CI=true").arg("TOKENWATCH_VM=1").arg(bin);
+            c.arg("env");
+            for (k, v) in &env {
+                let mut kv = std::ffi::OsString::from(format!("{k}="));
+                kv.push(v);
+                c.arg(kv);
+            }
+            c.arg(bin);
             c
         };
         let out = cmd
             .args(["--test-threads=1", "--nocapture"])
-            .env("CI", "true")
-            .env("TOKENWATCH_VM", "1")
             .output()
             .with_context(|| format!("running {}", bin.display()))?;
         log.push_str(&format!("{}{name}\n", initramfs::BINARY_MARKER));
@@ -207,13 +278,29 @@ fn finish_row(
     logs: &Path,
 ) -> Row {
     let _ = std::fs::write(logs.join(format!("{kernel}.log")), log);
+    let timing = timings(log);
     match &failure {
-        None => eprintln!("vm-test: {kernel} ({source}): pass, {} tests ({seconds:.1}s)", outcome.passed),
+        None => eprintln!("vm-test: {kernel} ({source}): pass, {} tests ({seconds:.1}s{timing})", outcome.passed),
         Some(why) => eprintln!(
-            "vm-test: {kernel} ({source}): FAIL: {why} ({seconds:.1}s)\n----- output of {kernel} -----\n{}\n----- end of {kernel} -----",
+            "vm-test: {kernel} ({source}): FAIL: {why} ({seconds:.1}s{timing})\n----- output of {kernel} -----\n{}\n----- end of {kernel} -----",
             log.trim_end()
         ),
     }
     let verdict = failure.map_or(report::Verdict::Pass, report::Verdict::Fail);
     Row { kernel, source, outcome, verdict, seconds }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timings;
+
+    #[test]
+    fn timings_from_the_markers_and_libtest() {
+        let console = "VMTEST_BOOTED=2.31\nVMTEST_KERNEL=6.1\nVMTEST_BINARY=ebpf_calls\n\
+test result: ok. 2 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 15.40s\n\
+VMTEST_BINARY=ebpf_connect\n[    9.1] random: VMTEST_BOOTED is not this\n\
+test result: FAILED. 0 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out; finished in 8.02s\nVMTEST_EXIT=1\n";
+        assert_eq!(timings(console), ": boot 2.31s, ebpf_calls 15.40s, ebpf_connect 8.02s");
+        assert_eq!(timings(""), "");
+    }
 }

@@ -182,10 +182,41 @@ pub(super) fn trampolines(pref: HookPreference) -> Result<Trampolines, String> {
             if !btf.resolve_ids_by_name(&f).is_ok_and(is_func) {
                 return Err(format!("kernel BTF has no function {f}"));
             }
+            first_arg_is_struct(&btf, &f)?;
         }
     }
     let btf = aya::Btf::from_sys_fs().map_err(|e| format!("reading {VMLINUX_BTF}: {e}"))?;
     Ok(Trampolines { btf, arg_offsets })
+}
+
+/// The program reads `regs->di` etc. through its argument; verifiers of
+/// kernels whose BTF has `struct pt_regs` only forward-declared in the
+/// wrapper's signature (5.10: "arg0 type FWD is not a struct") refuse any
+/// access to it.
+fn first_arg_is_struct(btf: &btf_rs::Btf, func: &str) -> Result<(), String> {
+    use btf_rs::Type;
+    let fwd = || format!("kernel BTF declares {func}'s argument as a pointer to an incomplete type");
+    let ids = btf.resolve_ids_by_name(func).map_err(|e| format!("{func} in kernel BTF: {e}"))?;
+    let Some(Type::Func(f)) = ids.into_iter().filter_map(|id| btf.resolve_type_by_id(id).ok()).find(|t| matches!(t, Type::Func(_)))
+    else {
+        return Err(format!("kernel BTF has no function {func}"));
+    };
+    let Ok(Type::FuncProto(proto)) = btf.resolve_chained_type(&f) else { return Err(fwd()) };
+    let Some(arg) = proto.parameters.first() else { return Err(fwd()) };
+    let mut t = btf.resolve_chained_type(arg).map_err(|_| fwd())?;
+    // the pointer, then any const/volatile/typedef, must end at a struct
+    for _ in 0..8 {
+        t = match &t {
+            Type::Struct(_) => return Ok(()),
+            Type::Ptr(p) => btf.resolve_chained_type(p),
+            Type::Const(c) => btf.resolve_chained_type(c),
+            Type::Volatile(v) => btf.resolve_chained_type(v),
+            Type::Typedef(d) => btf.resolve_chained_type(d),
+            _ => return Err(fwd()),
+        }
+        .map_err(|_| fwd())?;
+    }
+    Err(fwd())
 }
 
 /// (name, bit offset) of each member of `struct name`.
