@@ -10,10 +10,11 @@ const BENCHES: &[&str] = &["connect_probe", "capture", "parse", "decode", "tail"
 /// (group, baseline id, measured id, what it means). Time ratios: measured
 /// time / baseline time (lower is better, 1.0 = no cost). Throughput ratios
 /// (groups with a criterion throughput): measured / baseline throughput.
-const RATIOS: &[(&str, &str, &str, &str)] = &[
+pub const RATIOS: &[(&str, &str, &str, &str)] = &[
     ("connect_unrelated", "agent_off", "agent_on", "connect()+close(), unwatched socket: agent on / off"),
     ("pipe_write_64", "agent_off", "capture_idle", "64 B pipe write, unwatched process: tracepoints idle / off"),
     ("pipe_write_64", "agent_off", "capture_active", "64 B pipe write, unwatched process: tracepoints active / off"),
+    ("pipe_write_64", "agent_off", "windows_idle", "64 B pipe write, unwatched process: windows idle / off"),
     ("pipe_write_64", "agent_off", "fentry_idle", "the same on fentry/fexit: capture idle / off"),
     ("pipe_write_64", "agent_off", "fentry_active", "the same on fentry/fexit: capture active / off"),
     ("get_token", "agent_off", "capture_active", "GetToken call latency (tonic client): captured / off"),

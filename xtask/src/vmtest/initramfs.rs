@@ -101,6 +101,8 @@ pub struct Contents<'a> {
     pub libs: &'a [PathBuf],
     /// Each kernel's config (`/boot/config-VER`) and modules (`/lib/modules/VER/`).
     pub kernels: &'a [Kernel],
+    /// `tests` are criterion benches (run with `--bench`), not libtest tests.
+    pub bench: bool,
 }
 
 /// The archive's name under `target/vm/`.
@@ -140,7 +142,8 @@ fn write_to<W: Write>(out: W, contents: &Contents) -> Result<W> {
         cpio.dir(&dir)?;
     }
     cpio.char_dev("/dev/console", 0o600, 5, 1)?;
-    cpio.file("/init", 0o755, INIT.as_bytes())?;
+    let args = if contents.bench { "--bench" } else { "--test-threads=1 --nocapture" };
+    cpio.file("/init", 0o755, INIT.replace("@ARGS@", args).as_bytes())?;
     for (name, path, mode) in &files {
         cpio.file(name, *mode, &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)?;
     }
@@ -200,7 +203,7 @@ echo "VMTEST_KERNEL=$(uname -r)"
 rc=0
 for t in /tests/*; do
   echo "VMTEST_BINARY=${t##*/}"
-  "$t" --test-threads=1 --nocapture || rc=1
+  "$t" @ARGS@ || rc=1
 done
 echo "VMTEST_EXIT=$rc"
 poweroff -f

@@ -6,6 +6,8 @@
 //! busybox into one initramfs ([`initramfs`]); each kernel boots it in qemu
 //! under a timeout ([`qemu`]); the same binaries run on the host too;
 //! [`report`] prints one row per kernel. Recipe: `../shared/kernel-matrix.md`.
+//! With `--bench`, the capture cost benchmark runs in the guests instead ([`bench`]).
+mod bench;
 mod binaries;
 mod initramfs;
 mod kernels;
@@ -41,6 +43,11 @@ pub struct Args {
     /// VMs booted at once (each takes about one core under TCG).
     #[arg(long, default_value_t = 2)]
     jobs: usize,
+    /// Run the capture cost benchmark (pipe writes, GetToken latency) in the
+    /// guests instead of the tests: the fentry/fexit figures this host cannot
+    /// measure. One VM at a time.
+    #[arg(long)]
+    bench: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -53,6 +60,11 @@ pub fn run(args: Args) -> Result<()> {
     setup::ensure()?;
     let vm_dir = util::target_dir().join("vm");
     let cache = cache_dir();
+    if args.bench {
+        let kernels = kernels::fetch(&specs, &cache)?;
+        // a bench takes minutes under TCG
+        return bench::run(&kernels, &vm_dir, Duration::from_secs(args.timeout.max(900)));
+    }
     let names = binaries::select(&util::root().join("agent/tests"))?;
     eprintln!("vm-test: test binaries: {}", names.join(", "));
 
@@ -92,6 +104,7 @@ pub fn run(args: Args) -> Result<()> {
             sims: &stripped_sims,
             libs: &libs,
             kernels: &kernels,
+            bench: false,
         },
     )?;
     let pack_time = t.elapsed();
