@@ -6,8 +6,11 @@
 //!   (`agent_off`), with the always-attached probes only (`capture_idle`:
 //!   connect/close/exit/exec, what adaptive capture costs between windows),
 //!   and with the capture probes attached too (`capture_active`) — on
-//!   syscall tracepoints; `fentry_idle`/`fentry_active` the same on
-//!   fentry/fexit where the kernel allows them (not measured elsewhere).
+//!   syscall tracepoints; `windows_idle`: `[ebpf] capture = "windows"` on
+//!   syscall tracepoints between windows (connect/close detached too: only
+//!   exit/exec, on sched tracepoints); `fentry_idle`/`fentry_active` the
+//!   same as the first two on fentry/fexit where the kernel allows them (not
+//!   measured elsewhere).
 //! - `get_token`: one GetToken call as a tonic client in another process
 //!   sees it (the agent never traces itself), against the simulator's
 //!   token-agent, on a long-lived channel the source tracks.
@@ -27,7 +30,7 @@ use criterion::{measurement::WallTime, BenchmarkGroup, Criterion};
 use tokenwatch::{
     config::{CaptureMode, HookPreference},
     sources::{
-        ebpf::{EbpfSource, Settings},
+        ebpf::{EbpfSource, Settings, WindowPolicy},
         Health, SourceState,
     },
 };
@@ -68,6 +71,7 @@ fn benches(c: &mut Criterion) {
         ("agent_off", None),
         ("capture_idle", Some((CaptureMode::Off, Tracepoint))),
         ("capture_active", Some((CaptureMode::Always, Tracepoint))),
+        ("windows_idle", Some((CaptureMode::Windows, Tracepoint))),
         ("fentry_idle", Some((CaptureMode::Off, Auto))),
         ("fentry_active", Some((CaptureMode::Always, Auto))),
     ];
@@ -188,7 +192,10 @@ impl Running {
         capture: CaptureMode,
         hooks: HookPreference,
     ) -> Result<Self, String> {
-        let source = EbpfSource::load_with(socket, Settings { capture, hooks, ..Settings::default() })
+        // the bench client's open connection would open a start window
+        // (until it calls, which the pipe loop does not wait for): none here
+        let window = WindowPolicy { startup_max: Duration::ZERO, ..WindowPolicy::default() };
+        let source = EbpfSource::load_with(socket, Settings { capture, hooks, window, ..Settings::default() })
             .map_err(|e| format!("the probes did not load: {e}"))?;
         let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
         let health = Health::new(SourceState::Starting, "bench");
@@ -213,6 +220,10 @@ impl Running {
             running.stop(rt);
             let why = detail.split("; ").filter(|p| p.contains("via syscall tracepoints")).collect::<Vec<_>>();
             return Err(format!("fentry/fexit not in use: {}", why.join("; ")));
+        }
+        if capture == CaptureMode::Windows && !detail.ends_with("capture idle, connect/close detached") {
+            running.stop(rt);
+            return Err(format!("something is attached between windows: {detail}"));
         }
         if capture == CaptureMode::Always {
             let deadline = Instant::now() + Duration::from_secs(10);

@@ -187,6 +187,8 @@ pub struct Ebpf {
     /// at start until each open connection showed a call, around clients'
     /// `refresh_at`, while errors persist), `always`, or `off` (connects only).
     /// Attached, they add a few hundred ns to every read/write on the host.
+    /// `windows`: like `adaptive`, and connect/close too are attached only
+    /// in those windows when they run on syscall tracepoints.
     pub capture: CaptureMode,
     /// Which kernel hooks carry the probes: `auto` prefers fentry/fexit on
     /// the syscall wrappers (they cost nothing to other syscalls) where the
@@ -218,6 +220,10 @@ pub enum CaptureMode {
     Adaptive,
     Always,
     Off,
+    /// Adaptive, and connect/close on syscall tracepoints are attached only
+    /// with the capture window: between windows no syscall tracepoint is
+    /// enabled (no connect or close is seen then either).
+    Windows,
 }
 
 /// A configuration problem, printed as one line.
@@ -364,9 +370,19 @@ mod tests {
     #[test]
     fn ebpf_capture_parses() {
         assert_eq!(Config::default().ebpf.capture, CaptureMode::Adaptive);
-        for (text, mode) in [("adaptive", CaptureMode::Adaptive), ("always", CaptureMode::Always), ("off", CaptureMode::Off)] {
+        for (text, mode) in [
+            ("adaptive", CaptureMode::Adaptive),
+            ("always", CaptureMode::Always),
+            ("off", CaptureMode::Off),
+            ("windows", CaptureMode::Windows),
+        ] {
             let c = Config::parse(&format!("[ebpf]\ncapture = \"{text}\"")).unwrap();
             assert_eq!(c.ebpf.capture, mode, "{text}");
+        }
+        // names are exact: no case folding, no near-misses
+        for bad in ["Windows", "window", "windows "] {
+            let e = Config::parse(&format!("[ebpf]\ncapture = \"{bad}\"")).unwrap_err();
+            assert!(e.contains("windows"), "{bad}: the error lists the modes: {e}");
         }
         let c = Config::parse("[ebpf]\nhooks = \"tracepoint\"").unwrap();
         assert_eq!((Config::default().ebpf.hooks, c.ebpf.hooks), (HookPreference::Auto, HookPreference::Tracepoint));

@@ -1,8 +1,9 @@
 //! Loading `tokenwatch-ebpf` (embedded at build time) and attaching its
-//! programs: the always-attached groups, and the capture group that is
-//! attached and detached at run time (loaded once, verified once). Which
-//! hook each group runs on is chosen here, from what the kernel allows
-//! (the table and the rules: `hooks.rs`).
+//! programs: the always-attached groups, and the groups attached and
+//! detached at run time (loaded once, verified once, at load): capture, and
+//! connect/close in `windows` mode on syscall tracepoints. Which hook each
+//! group runs on is chosen here, from what the kernel allows (the table and
+//! the rules: `hooks.rs`).
 use std::{io, os::unix::ffi::OsStrExt, path::Path};
 
 use aya::{
@@ -21,8 +22,9 @@ use tracing::{debug, info, warn};
 use super::{
     errors::{kernel_error, program_error, EbpfError},
     hooks::{self, Choice, Group, Hook, Kind, Probe},
+    window::connections_on_demand,
 };
-use crate::config::HookPreference;
+use crate::config::{CaptureMode, HookPreference};
 
 /// The object built by `cargo xtask build`; empty when the agent was built
 /// without it (see `agent/build.rs`).
@@ -33,6 +35,8 @@ const MAP_COUNTERS: &str = "COUNTERS";
 const MAP_TRACKED: &str = "TRACKED";
 const MAP_TRACKED_TGIDS: &str = "TRACKED_TGIDS";
 const MAP_IO_PENDING: &str = "IO_PENDING";
+/// connect()s in flight, by thread (agent-ebpf/src/probes/connect.rs).
+const MAP_CONNECT_PENDING: &str = "CONNECT_PENDING";
 const GLOBAL_CONFIG: &str = "CONFIG";
 /// Where tracefs is looked for (the order aya uses).
 const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
@@ -46,6 +50,9 @@ pub(super) struct Loaded {
     pub maps: TrackedMaps,
     /// Label of each attached always-probe (`fentry/__x64_sys_connect`, `sched/sched_process_exit`).
     pub attached: Vec<String>,
+    /// connect/close are loaded but attached only with the capture window
+    /// (`windows` on syscall tracepoints, see `window::connections_on_demand`).
+    pub connections_on_demand: bool,
     /// `Err(why)` when the capture programs did not load (`unavailable: …`)
     /// or were not asked for (`off …`).
     pub capture: Result<(), String>,
@@ -54,11 +61,14 @@ pub(super) struct Loaded {
     pub capture_hooks: Choice,
 }
 
-/// Loads the object for `socket`, attaches the always-probes and, when
-/// `with_capture`, loads (does not attach) the capture programs — on
+/// Loads the object for `socket`, attaches the always-probes and, unless
+/// `mode` is off, loads (does not attach) the capture programs — on
 /// fentry/fexit where the kernel allows it and `pref` does not forbid it,
-/// else on syscall tracepoints.
-pub(super) fn load(socket: &Path, with_capture: bool, pref: HookPreference) -> Result<Loaded, EbpfError> {
+/// else on syscall tracepoints. In `windows` mode connect/close on syscall
+/// tracepoints are loaded (verified: failing that fails the load, as an
+/// attach does) and left detached.
+pub(super) fn load(socket: &Path, mode: CaptureMode, pref: HookPreference) -> Result<Loaded, EbpfError> {
+    let with_capture = mode != CaptureMode::Off;
     if OBJECT.is_empty() {
         return Err(EbpfError::NotBuilt);
     }
@@ -86,7 +96,11 @@ pub(super) fn load(socket: &Path, with_capture: bool, pref: HookPreference) -> R
         attached.extend(links);
         Ok(())
     });
-    if connections_hooks.kind == Kind::Tracepoint {
+    // Decided for good once the capture programs loaded (or not); verified now either way.
+    let maybe_on_demand = connections_on_demand(mode, connections_hooks.kind, true);
+    if maybe_on_demand {
+        load_group(&mut ebpf, Group::Connections, Kind::Tracepoint, None)?;
+    } else if connections_hooks.kind == Kind::Tracepoint {
         attached.extend(attach_group(&mut ebpf, Group::Connections, Kind::Tracepoint, None)?);
     }
     attached.extend(attach_group(&mut ebpf, Group::Process, Kind::Tracepoint, None)?);
@@ -101,6 +115,11 @@ pub(super) fn load(socket: &Path, with_capture: bool, pref: HookPreference) -> R
     } else {
         (Err("off ([ebpf] capture = \"off\")".to_string()), Choice { kind: Kind::Tracepoint, fallback: None })
     };
+    let connections_on_demand = connections_on_demand(mode, connections_hooks.kind, capture.is_ok());
+    if maybe_on_demand && !connections_on_demand {
+        // no capture window will ever open: connect/close stay attached, as in `off`
+        attached.extend(attach_group(&mut ebpf, Group::Connections, Kind::Tracepoint, None)?);
+    }
 
     let events = take_map(&mut ebpf, MAP_EVENTS, RingBuf::try_from)?;
     let counters = take_map(&mut ebpf, MAP_COUNTERS, PerCpuArray::try_from)?;
@@ -113,6 +132,7 @@ pub(super) fn load(socket: &Path, with_capture: bool, pref: HookPreference) -> R
         counters,
         maps: TrackedMaps { tracked, tgids, pending },
         attached,
+        connections_on_demand,
         capture,
         connections_hooks,
         capture_hooks,
@@ -154,13 +174,13 @@ fn attach_group(ebpf: &mut Ebpf, group: Group, kind: Kind, btf: Option<&aya::Btf
     Ok(links.iter().map(|(p, _)| p.label()).collect())
 }
 
-fn attach_all(ebpf: &mut Ebpf, probes: &[&'static Probe], btf: Option<&aya::Btf>) -> Result<CaptureLinks, EbpfError> {
+fn attach_all(ebpf: &mut Ebpf, probes: &[&'static Probe], btf: Option<&aya::Btf>) -> Result<Links, EbpfError> {
     let mut links = Vec::new();
     for p in probes {
         match load_probe(ebpf, p, btf).and_then(|()| attach_probe(ebpf, p)) {
             Ok(link) => links.push((*p, link)),
             Err(e) => {
-                detach_capture(ebpf, links);
+                detach(ebpf, links);
                 return Err(e);
             }
         }
@@ -235,16 +255,16 @@ fn take_map<T>(
     conv(map).map_err(|e| kernel_error(&format!("map `{name}`"), &e))
 }
 
-/// Links of the attached capture probes, in attach order.
-pub(super) type CaptureLinks = Vec<(&'static Probe, Link)>;
+/// Links of probes attached at run time, in attach order.
+pub(super) type Links = Vec<(&'static Probe, Link)>;
 
-/// Attaches every capture probe of `kind`, or none.
-pub(super) fn attach_capture(ebpf: &mut Ebpf, kind: Kind) -> Result<CaptureLinks, EbpfError> {
-    attach_all(ebpf, &hooks::selected(Group::Capture, kind), None)
+/// Attaches every (loaded) probe of `group` on `kind`, or none.
+pub(super) fn attach_links(ebpf: &mut Ebpf, group: Group, kind: Kind) -> Result<Links, EbpfError> {
+    attach_all(ebpf, &hooks::selected(group, kind), None)
 }
 
 /// Detaches in the reverse order of attaching: enters first.
-pub(super) fn detach_capture(ebpf: &mut Ebpf, links: CaptureLinks) {
+pub(super) fn detach(ebpf: &mut Ebpf, links: Links) {
     for (p, link) in links.into_iter().rev() {
         let Some(prog) = ebpf.program_mut(p.program) else { continue };
         let detached = match link {
@@ -255,6 +275,25 @@ pub(super) fn detach_capture(ebpf: &mut Ebpf, links: CaptureLinks) {
         if let Err(e) = detached {
             debug!(program = p.program, error = %e, "detaching a probe");
         }
+    }
+}
+
+/// Forgets the connect()s in flight; call once connect/close are detached.
+/// A connect blocked across the detach left its entry, and its thread's
+/// next connect exit, seen before the enter is attached again, would
+/// otherwise report (and track) the old fd.
+pub(super) fn clear_connect_pending(ebpf: &mut Ebpf) {
+    let Some(map) = ebpf.map_mut(MAP_CONNECT_PENDING) else {
+        return debug!("no {MAP_CONNECT_PENDING} map to clear");
+    };
+    // the value (start time, fd) is never read here: only its size matters
+    let mut pending: HashMap<&mut MapData, u64, [u8; 16]> = match HashMap::try_from(map) {
+        Ok(m) => m,
+        Err(e) => return debug!(error = %e, "{MAP_CONNECT_PENDING}"),
+    };
+    let keys: Vec<u64> = pending.keys().filter_map(Result::ok).collect();
+    for k in keys {
+        let _ = pending.remove(&k);
     }
 }
 

@@ -1,14 +1,18 @@
 //! The eBPF source: loads `tokenwatch-ebpf`, keeps its probes attached for
 //! token-agent's socket path, and turns ring-buffer records into [`Event`]s:
-//! connects (always), and the calls decoded from the bytes of tracked
-//! connections while the capture probes are attached (adaptive, see
+//! connects (always, or in `windows` mode on syscall tracepoints only while
+//! a capture window is open), and the calls decoded from the bytes of
+//! tracked connections while the capture probes are attached (adaptive, see
 //! [`window`]).
 //!
 //! Files: `hooks` (the probe table; fentry/fexit or tracepoints, chosen by
 //! what the kernel allows), `load` (object, attach/detach), `errors`, `run` (the
-//! loop), `decode` (record → typed record), `capture` (connection table →
-//! decoders → calls), `discover` (connections open before start), `window`
-//! (when to capture). Kernel side: `agent-ebpf/src/probes/`.
+//! loop), `attach` (what the window attaches and detaches), `decode` (record
+//! → typed record), `capture` (connection table → decoders → calls),
+//! `discover` (sock_diag + /proc), `seed` (discovered connections into the
+//! tables, at start and at each window's open), `window` (when to capture).
+//! Kernel side: `agent-ebpf/src/probes/`.
+mod attach;
 mod capture;
 mod decode;
 mod discover;
@@ -16,6 +20,7 @@ mod errors;
 mod hooks;
 mod load;
 mod run;
+mod seed;
 mod window;
 
 #[cfg(test)]
@@ -82,13 +87,14 @@ pub struct EbpfSource {
 
 impl EbpfSource {
     /// Loads the probes for `socket` (path of token-agent's socket) with
-    /// default [`Settings`]; attaches the connect/close/exit probes.
+    /// default [`Settings`]; attaches the connect/close/exit probes (in
+    /// `windows` mode on syscall tracepoints, connect/close wait for a window).
     pub fn load(socket: &Path) -> Result<Self, EbpfError> {
         Self::load_with(socket, Settings::default())
     }
 
     pub fn load_with(socket: &Path, settings: Settings) -> Result<Self, EbpfError> {
-        let loaded = load::load(socket, settings.capture != CaptureMode::Off, settings.hooks)?;
+        let loaded = load::load(socket, settings.capture, settings.hooks)?;
         if let Err(why) = &loaded.capture {
             if settings.capture != CaptureMode::Off {
                 warn!(reason = %why, "eBPF capture probes not loaded; reporting connects only");

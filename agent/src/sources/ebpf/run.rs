@@ -1,10 +1,8 @@
 //! The source's run loop: drains the ring buffer into events, keeps the
-//! capture probes attached while the window says so, and revalidates
-//! tracked connections against /proc.
-use std::{
-    path::Path,
-    time::{Duration, SystemTime},
-};
+//! capture probes (and in `windows` mode connect/close) attached while the
+//! window says so (`attach`), and revalidates tracked connections against
+//! /proc.
+use std::time::{Duration, SystemTime};
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use tokenwatch_common::counter;
@@ -12,17 +10,15 @@ use tokio::{
     io::unix::AsyncFd,
     sync::{mpsc, watch},
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::{
+    attach::{Attachments, Tables},
     capture::Tracker,
     decode::{self, Clock, Record, Skipped},
-    discover,
-    hooks::Kind,
-    load::{self, CaptureLinks, Loaded},
-    want_capture,
-    window::{Switch, Transition},
-    CaptureHint, EbpfError, EbpfSource, Reason, Settings, WindowInputs,
+    load::{self, Loaded},
+    seed::{discover_at_start, fd_inode},
+    CaptureHint, EbpfError, EbpfSource, WindowInputs,
 };
 use crate::{
     config::CaptureMode,
@@ -39,8 +35,6 @@ const TICK: Duration = Duration::from_secs(1);
 const DATA_DRAIN: Duration = Duration::from_millis(50);
 /// How often tracked connections are checked against /proc.
 const REVALIDATE_EVERY: Duration = Duration::from_secs(10);
-/// After a failed attach of the capture probes, try again this much later.
-const ATTACH_RETRY: Duration = Duration::from_secs(30);
 
 /// Reads the ring buffer until `tx` closes: `Ok`; `Err` when the ring
 /// buffer cannot be watched.
@@ -51,12 +45,25 @@ pub(super) async fn run(
     mut hints: watch::Receiver<CaptureHint>,
 ) -> Result<(), EbpfError> {
     let EbpfSource { loaded, socket, settings } = source;
-    let Loaded { mut ebpf, events, counters, mut maps, attached, capture, connections_hooks, capture_hooks } = loaded;
+    let Loaded {
+        mut ebpf,
+        events,
+        counters,
+        mut maps,
+        attached,
+        connections_on_demand,
+        capture,
+        connections_hooks,
+        capture_hooks,
+    } = loaded;
     // SAFETY: the RingBuf owns its map fd for as long as it lives, and
     // as_raw_fd always returns that fd.
     let mut ring = unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
         .map_err(|e| EbpfError::Io(e.into_parts().1))?;
     let mut hooks = vec![connections_hooks.describe("connect/close")];
+    if connections_on_demand {
+        hooks[0].push_str(", attached only in capture windows");
+    }
     if settings.capture != CaptureMode::Off {
         // also when the fallback did not load either: both reasons are wanted
         hooks.push(capture_hooks.describe("capture"));
@@ -68,16 +75,9 @@ pub(super) async fn run(
     let mut clock = Clock::now();
     let mut tracker =
         Tracker::new(ConnectionConfig { expires_at_field: settings.expires_at_field, ..Default::default() });
-    let mut run = Run {
-        links: None,
-        switch: Switch::default(),
-        reason: None,
-        attach_after: None,
-        capture_ok: capture,
-        capture_kind: capture_hooks.kind,
-    };
+    let mut attachments = Attachments::new(capture, capture_hooks.kind, connections_on_demand, socket.clone());
     discover_at_start(&socket, &mut tracker, &mut maps);
-    health.set(SourceState::Running, run.detail(&base_detail));
+    health.set(SourceState::Running, attachments.detail(&base_detail));
 
     let mut skipped = Skipped::default();
     let mut tick = tokio::time::interval(TICK);
@@ -107,14 +107,14 @@ pub(super) async fn run(
                 }
             }
             // data records do not wake us (see probes/io.rs): the drain below fetches them
-            _ = drain.tick(), if run.switch.attached() => {}
+            _ = drain.tick(), if attachments.capturing() => {}
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(EbpfError::Io)?;
                 drain_ring(guard.get_inner_mut(), &clock, &mut tracker, &mut maps, &mut batch, &mut skipped);
                 guard.clear_ready();
             }
         }
-        if run.switch.attached() {
+        if attachments.capturing() {
             // what the probes produced so far goes to the decoders it belongs to,
             // before a detach drops them
             drain_ring(ring.get_mut(), &clock, &mut tracker, &mut maps, &mut batch, &mut skipped);
@@ -125,8 +125,9 @@ pub(super) async fn run(
             unsettled_connections: tracker.unsettled(),
             hint: *hints.borrow(),
         };
-        if run.evaluate(&mut ebpf, &mut tracker, &mut maps, &settings, &inputs) {
-            health.set(SourceState::Running, run.detail(&base_detail));
+        let tables = Tables { ebpf: &mut ebpf, tracker: &mut tracker, maps: &mut maps };
+        if attachments.evaluate(tables, &settings, &inputs) {
+            health.set(SourceState::Running, attachments.detail(&base_detail));
             debug!(kernel = %kernel_counters(&counters), "eBPF kernel counters");
         }
         if skipped.changed {
@@ -150,80 +151,6 @@ pub(super) async fn run(
         "eBPF source stopping"
     );
     Ok(())
-}
-
-/// The capture probes' state in the run loop.
-struct Run {
-    links: Option<CaptureLinks>,
-    switch: Switch,
-    reason: Option<Reason>,
-    /// No attach before this (after a failure).
-    attach_after: Option<SystemTime>,
-    /// `Err`: the capture programs did not load; never attach.
-    capture_ok: Result<(), String>,
-    /// Which of the capture programs were loaded.
-    capture_kind: Kind,
-}
-
-impl Run {
-    /// Attaches or detaches as the window says; `true` when that changed.
-    fn evaluate(
-        &mut self,
-        ebpf: &mut aya::Ebpf,
-        tracker: &mut Tracker,
-        maps: &mut load::TrackedMaps,
-        s: &Settings,
-        inputs: &WindowInputs,
-    ) -> bool {
-        if self.capture_ok.is_err() {
-            return false;
-        }
-        let now = SystemTime::now();
-        let reason = want_capture(s.capture, now, inputs, &s.window);
-        let changed_reason = reason.is_some() && reason != self.reason;
-        if reason.is_some() {
-            self.reason = reason;
-        }
-        match self.switch.step(now, reason.is_some(), s.window.linger) {
-            Some(Transition::Attach) if self.attach_after.is_none_or(|t| now >= t) => {
-                match load::attach_capture(ebpf, self.capture_kind) {
-                    Ok(links) => {
-                        // Bytes from here on are seen; anything earlier is not.
-                        tracker.capture_attached(decode::ktime_now());
-                        self.links = Some(links);
-                        self.switch.set_attached(true);
-                        self.attach_after = None;
-                        info!(reason = self.reason.map_or("", Reason::as_str), "eBPF capture attached");
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "attaching the eBPF capture probes failed; retrying in {:?}", ATTACH_RETRY);
-                        self.attach_after = Some(now + ATTACH_RETRY);
-                    }
-                }
-                true
-            }
-            Some(Transition::Detach) => {
-                if let Some(links) = self.links.take() {
-                    load::detach_capture(ebpf, links);
-                    maps.clear_pending();
-                }
-                tracker.capture_detached();
-                self.switch.set_attached(false);
-                self.reason = None;
-                info!(stats = ?tracker.stats(), "eBPF capture detached");
-                true
-            }
-            _ => changed_reason,
-        }
-    }
-
-    fn detail(&self, base: &str) -> String {
-        match (&self.capture_ok, self.switch.attached()) {
-            (Err(why), _) => format!("{base}; capture {why}"),
-            (Ok(()), true) => format!("{base}; capturing ({})", self.reason.map_or("", Reason::as_str)),
-            (Ok(()), false) => format!("{base}; capture idle"),
-        }
-    }
 }
 
 /// Handles every record in the ring. Drains fully before anything is
@@ -273,35 +200,6 @@ fn handle(
             out.push(Event::ProcessExit { pid: tgid, at: clock.wall(event.header.ts_ns) });
         }
     }
-}
-
-/// Finds the connections open before start and tracks them (late join).
-fn discover_at_start(socket: &Path, tracker: &mut Tracker, maps: &mut load::TrackedMaps) {
-    let found = match discover::discover(socket, std::process::id()) {
-        Ok(f) => f,
-        Err(e) => return warn!(error = %e, "discovering open connections to token-agent (sock_diag) failed"),
-    };
-    let mut seeded = 0;
-    for f in &found {
-        match maps.seed(f.pid, f.fd) {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(e) => {
-                warn!(error = %e, "tracking an open connection failed");
-                continue;
-            }
-        }
-        if tracker.on_discovered((f.pid, f.fd), f.inode, || proc::describe(f.pid, "")) {
-            seeded += 1;
-        }
-    }
-    info!(found = found.len(), tracked = seeded, "open connections to token-agent at start");
-}
-
-/// The inode of the socket `tgid` holds as `fd`, if any.
-fn fd_inode(tgid: u32, fd: i32) -> Option<u64> {
-    let link = std::fs::read_link(format!("/proc/{tgid}/fd/{fd}")).ok()?;
-    discover::socket_inode(std::os::unix::ffi::OsStrExt::as_bytes(link.as_os_str()))
 }
 
 /// Every kernel counter, for the logs.

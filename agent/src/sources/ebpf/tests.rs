@@ -17,7 +17,10 @@ use super::{
     errors::{capability_hint, kernel_error, verifier_complaint, CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN},
     hooks::{self, Group, Hook, Kind},
     load::{format_has_group_dead, probe_config},
-    window::{want_capture, CaptureHint, Reason, Switch, Transition, WindowInputs, WindowPolicy},
+    window::{
+        connections_on_demand, steps, want_capture, CaptureHint, Reason, Step, Switch, Transition, WindowInputs,
+        WindowPolicy,
+    },
     *,
 };
 use crate::{
@@ -322,7 +325,82 @@ fn capture_window_table() {
     ];
     for (what, mode, i, now, want) in table {
         assert_eq!(want_capture(*mode, t(*now), i, &p), *want, "{what}");
+        if *mode == a {
+            // `windows` opens exactly adaptive's windows; only what they attach differs
+            assert_eq!(want_capture(CaptureMode::Windows, t(*now), i, &p), *want, "windows: {what}");
+        }
     }
+}
+
+#[test]
+fn connect_close_move_with_the_window_only_in_windows_mode_on_tracepoints() {
+    use CaptureMode::*;
+    let table = [
+        (Windows, Kind::Tracepoint, true, true),
+        // trampolines cost other syscalls nothing: attached for the whole run, as in adaptive
+        (Windows, Kind::Trampoline, true, false),
+        // no capture programs: no window would ever open, so no connect would ever be seen
+        (Windows, Kind::Tracepoint, false, false),
+        (Adaptive, Kind::Tracepoint, true, false),
+        (Always, Kind::Tracepoint, true, false),
+        (Off, Kind::Tracepoint, false, false),
+    ];
+    for (mode, kind, capture_loaded, want) in table {
+        assert_eq!(
+            connections_on_demand(mode, kind, capture_loaded),
+            want,
+            "{mode:?} {kind:?} capture {capture_loaded}"
+        );
+    }
+}
+
+#[test]
+fn a_window_attaches_connect_close_and_rediscovers_before_capturing() {
+    use Step::*;
+    assert_eq!(steps(Transition::Attach, true), [AttachConnections, Rediscover, AttachCapture]);
+    assert_eq!(steps(Transition::Detach, true), [DetachCapture, DetachConnections]);
+    assert_eq!(steps(Transition::Attach, false), [AttachCapture]);
+    assert_eq!(steps(Transition::Detach, false), [DetachCapture]);
+}
+
+#[test]
+fn windows_mode_walks_idle_open_idle_with_connect_close_inside_the_window() {
+    use Step::*;
+    // the window follows a refresh hint; connect/close move with every transition
+    let p = WindowPolicy { linger: Duration::from_secs(10), ..WindowPolicy::default() };
+    let refresh = WindowInputs { hint: CaptureHint { next_refresh_at: Some(t(1000)), failing: false }, ..inputs() };
+    let mut sw = Switch::default();
+    let mut attached = Vec::new();
+    let mut log = Vec::new();
+    for (now, i) in [(500, inputs()), (940, refresh), (1000, refresh), (1001, inputs()), (1011, inputs())] {
+        let want = want_capture(CaptureMode::Windows, t(now), &i, &p).is_some();
+        if let Some(tr) = sw.step(t(now), want, p.linger) {
+            for s in steps(tr, true) {
+                match s {
+                    AttachConnections | AttachCapture => attached.push(*s),
+                    DetachCapture => assert_eq!(attached.pop(), Some(AttachCapture), "capture detached first"),
+                    DetachConnections => assert_eq!(attached.pop(), Some(AttachConnections)),
+                    Rediscover => {
+                        assert_eq!(attached, [AttachConnections], "discovery with connect/close on, capture off")
+                    }
+                }
+            }
+            sw.set_attached(tr == Transition::Attach);
+            log.push((now, tr));
+        }
+    }
+    assert_eq!(log, [(940, Transition::Attach), (1011, Transition::Detach)]);
+    assert!(attached.is_empty(), "between windows nothing is attached: {attached:?}");
+}
+
+#[test]
+fn status_says_where_connect_close_are() {
+    let on_demand = attach::Attachments::new(Ok(()), Kind::Tracepoint, true, "/s".into());
+    assert_eq!(on_demand.detail("base"), "base; capture idle, connect/close detached");
+    let adaptive = attach::Attachments::new(Ok(()), Kind::Tracepoint, false, "/s".into());
+    assert_eq!(adaptive.detail("base"), "base; capture idle");
+    let unloaded = attach::Attachments::new(Err("unavailable: x".into()), Kind::Tracepoint, false, "/s".into());
+    assert_eq!(unloaded.detail("base"), "base; capture unavailable: x");
 }
 
 #[test]

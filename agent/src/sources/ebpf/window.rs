@@ -6,9 +6,14 @@
 //! ns (see `agent-ebpf/src/probes/io.rs`), so `adaptive` keeps them attached
 //! only while a call worth decoding is likely: just after a client connected,
 //! at start until every discovered connection showed a call, around a
-//! client's `refresh_at`, and while errors persist.
+//! client's `refresh_at`, and while errors persist. `windows` uses the same
+//! windows and, when connect/close run on syscall tracepoints, moves those
+//! with the capture probes ([`connections_on_demand`], [`steps`]): any
+//! enabled syscall tracepoint slows every syscall on the host, so between
+//! windows none is left enabled.
 use std::time::{Duration, SystemTime};
 
+use super::hooks::Kind;
 use crate::config::CaptureMode;
 
 /// What the state knows that makes capture worthwhile (fed by the runtime).
@@ -86,7 +91,7 @@ pub fn want_capture(mode: CaptureMode, now: SystemTime, i: &WindowInputs, p: &Wi
     match mode {
         CaptureMode::Off => return None,
         CaptureMode::Always => return Some(Reason::Always),
-        CaptureMode::Adaptive => {}
+        CaptureMode::Adaptive | CaptureMode::Windows => {}
     }
     // `a` is within `d` after `b` (a clock step backwards counts as within).
     let within = |a: SystemTime, b: SystemTime, d: Duration| a.duration_since(b).map_or(true, |e| e < d);
@@ -106,6 +111,43 @@ pub fn want_capture(mode: CaptureMode, now: SystemTime, i: &WindowInputs, p: &Wi
         }
     }
     None
+}
+
+/// Whether connect/close are attached only while a capture window is open:
+/// in `windows` mode when they run on syscall tracepoints (on trampolines
+/// they cost other syscalls nothing, so they stay, as in `adaptive`), and
+/// only when the capture programs loaded — else no window would ever open
+/// and no connect would ever be seen.
+pub(super) fn connections_on_demand(mode: CaptureMode, connections: Kind, capture_loaded: bool) -> bool {
+    mode == CaptureMode::Windows && connections == Kind::Tracepoint && capture_loaded
+}
+
+/// One step of opening or closing a capture window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Step {
+    AttachConnections,
+    /// Learn from /proc and sock_diag what connect/close missed while
+    /// detached: drop tracked entries whose fd no longer holds the same
+    /// socket, track the connections opened meanwhile.
+    Rediscover,
+    AttachCapture,
+    DetachCapture,
+    DetachConnections,
+}
+
+/// The steps of `t`, in order. Opening attaches connect/close before
+/// re-discovering, so that a connection opened during the discovery is
+/// seen by one or the other, and both before the capture probes, so that
+/// these never run on an fd whose close would go unseen. Closing is the
+/// reverse.
+pub(super) fn steps(t: Transition, connections_on_demand: bool) -> &'static [Step] {
+    use Step::*;
+    match (t, connections_on_demand) {
+        (Transition::Attach, true) => &[AttachConnections, Rediscover, AttachCapture],
+        (Transition::Attach, false) => &[AttachCapture],
+        (Transition::Detach, true) => &[DetachCapture, DetachConnections],
+        (Transition::Detach, false) => &[DetachCapture],
+    }
 }
 
 /// A transition of the capture probes.
