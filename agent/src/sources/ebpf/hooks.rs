@@ -17,6 +17,10 @@
 //! `agent-ebpf/src/probes/io.rs`); a trampoline on one function costs the
 //! callers of every other function nothing. sched tracepoints are not
 //! syscall tracepoints and cost nothing between exits/execs.
+//!
+//! One difference in coverage: the trampolines hook the 64-bit wrappers only,
+//! so a 32-bit (compat) client's syscalls (`__ia32_sys_*`) are seen on
+//! tracepoints but not on trampolines. Clients of token-agent are 64-bit.
 use std::path::Path;
 
 use crate::config::HookPreference;
