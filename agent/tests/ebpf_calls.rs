@@ -19,23 +19,23 @@
 //! returns early (no venv in the guest), and the timeouts are longer (TCG).
 //!
 //! vm-test: yes
+mod common;
+
 use std::{
-    io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
-    process::{Child, ChildStdin, Command, Stdio},
-    sync::{mpsc as std_mpsc, Arc, Mutex, OnceLock},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    process::Command,
+    time::Duration,
 };
 
+use common::{Called, Client, Started};
 use tokenwatch::{
-    events::{CallObserved, Event, GrpcStatus},
+    events::{CallObserved, GrpcStatus},
     sources::{
-        ebpf::{CaptureHint, EbpfSource, Settings, WindowPolicy},
+        ebpf::{Settings, WindowPolicy},
         Health, SourceState,
     },
 };
-use tokenwatch_tests::sim::{self, Mode, SimTokenAgent};
-use tokio::sync::{mpsc, watch};
+use tokenwatch_tests::sim::Mode;
 
 const METHOD: &str = "/yandex.cloud.priv.iam.v1.TokenAgent/GetToken";
 /// Set in the child: run [`tonic_client_helper`] against this socket.
@@ -109,226 +109,24 @@ for line in sys.stdin:
         break
 "#;
 
-/// Child mode: the tonic client (the simulator's), same protocol as the
-/// Python one. In a normal test run (no env) it does nothing.
+/// Child mode: [`common::tonic_client`], same protocol as the Python client.
+/// In a normal test run (no env) it does nothing.
 #[test]
 #[ignore = "child process of the eBPF tests, not a test"]
 fn tonic_client_helper() {
-    let Some(socket) = std::env::var_os(TONIC_ENV) else { return };
-    let socket = PathBuf::from(socket);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let connect = || {
-        let _guard = rt.enter();
-        sim::connect(&socket, Duration::from_secs(10)).unwrap()
-    };
-    let mut channel = connect();
-    println!("READY {}", std::process::id());
-    for line in std::io::stdin().lock().lines() {
-        match line.unwrap().trim() {
-            "call" => match rt.block_on(sim::get_token(&channel, "tonic")) {
-                Ok(t) => {
-                    let e = t.expires_at.duration_since(UNIX_EPOCH).unwrap();
-                    println!("CALL OK {} {} {}", e.as_secs(), e.subsec_nanos(), t.token);
-                }
-                Err(s) => println!("CALL {}", sim::code_name(s.code())),
-            },
-            "reconnect" => {
-                channel = connect();
-                println!("RECONNECTED");
-            }
-            "quit" => break,
-            _ => {}
-        }
-        std::io::stdout().flush().unwrap();
-    }
-    std::process::exit(0);
+    common::tonic_client(TONIC_ENV, "tonic");
 }
 
-/// What a client printed about one call.
-#[derive(Debug, Clone)]
-struct Called {
-    status: String,
-    expires_at: Option<SystemTime>,
-    token: Option<String>,
+/// [`PYTHON_CLIENT`] on `socket`, run by the venv's Python.
+fn python_client(venv: &Path, socket: &Path) -> Client {
+    let mut cmd = Command::new(venv.join("bin/python"));
+    cmd.args(["-c", PYTHON_CLIENT]).arg(socket);
+    Client::spawn(cmd, timeout())
 }
 
-/// A client process driven through stdin/stdout.
-struct Client {
-    child: Child,
-    stdin: ChildStdin,
-    lines: std_mpsc::Receiver<String>,
-    pid: u32,
-    tokens: Vec<String>,
-}
-
-impl Client {
-    fn spawn(mut cmd: Command) -> Client {
-        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawning a client");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std_mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let pid = child.id();
-        let mut c = Client { child, stdin, lines, pid, tokens: Vec::new() };
-        c.expect("READY");
-        c
-    }
-
-    fn python(venv: &Path, socket: &Path) -> Client {
-        let mut cmd = Command::new(venv.join("bin/python"));
-        cmd.args(["-c", PYTHON_CLIENT]).arg(socket);
-        Client::spawn(cmd)
-    }
-
-    fn tonic(socket: &Path) -> Client {
-        let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args(["tonic_client_helper", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"]).env(TONIC_ENV, socket);
-        Client::spawn(cmd)
-    }
-
-    fn expect(&mut self, prefix: &str) -> String {
-        loop {
-            let line =
-                self.lines.recv_timeout(timeout()).unwrap_or_else(|e| panic!("client: no {prefix:?} line ({e})"));
-            if line.starts_with(prefix) {
-                return line;
-            }
-        }
-    }
-
-    fn send(&mut self, cmd: &str) {
-        writeln!(self.stdin, "{cmd}").and_then(|_| self.stdin.flush()).expect("writing to the client");
-    }
-
-    fn call(&mut self) -> Called {
-        self.call_with("call")
-    }
-
-    fn call_with(&mut self, cmd: &str) -> Called {
-        self.send(cmd);
-        let line = self.expect("CALL ");
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        let called = match parts[..] {
-            ["CALL", "OK", secs, nanos, token] => Called {
-                status: "OK".into(),
-                expires_at: Some(UNIX_EPOCH + Duration::new(secs.parse().unwrap(), nanos.parse().unwrap())),
-                token: Some(token.to_string()),
-            },
-            ["CALL", code] => Called { status: code.into(), expires_at: None, token: None },
-            _ => panic!("client printed {line:?}"),
-        };
-        self.tokens.extend(called.token.clone());
-        called
-    }
-
-    fn reconnect(&mut self) {
-        self.send("reconnect");
-        self.expect("RECONNECTED");
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The source's tracing output, captured for the token check.
-fn tracing_output() -> Arc<Mutex<Vec<u8>>> {
-    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    BUF.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        struct W(Arc<Mutex<Vec<u8>>>);
-        impl Write for W {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                std::io::stderr().write_all(b)?;
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let w = buf.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || W(w.clone()))
-            .try_init();
-        buf
-    })
-    .clone()
-}
-
-/// The events the source sent, with the Debug text of every one kept.
-struct Watch {
-    rx: mpsc::Receiver<Event>,
-    seen: Vec<String>,
-}
-
-impl Watch {
-    async fn next(&mut self, what: &str) -> Event {
-        let ev = tokio::time::timeout(timeout(), self.rx.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no event within {:?} waiting for {what}", timeout()))
-            .expect("eBPF source stopped");
-        self.seen.push(format!("{ev:?}"));
-        ev
-    }
-
-    /// The next call event of `pid` that `pred` accepts (others are kept in `seen`).
-    async fn call(&mut self, pid: u32, what: &str, pred: impl Fn(&CallObserved) -> bool) -> CallObserved {
-        loop {
-            if let Event::Call(c) = self.next(what).await {
-                if c.process.pid == pid && pred(&c) {
-                    return c;
-                }
-                eprintln!("(skipping {c:?} while waiting for {what})");
-            }
-        }
-    }
-
-    /// Waits for the `Connect` of `pid`.
-    async fn connect(&mut self, pid: u32) {
-        loop {
-            if let Event::Connect(c) = self.next("a connect").await {
-                if c.process.pid == pid && c.errno.is_none() {
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Everything already queued, without waiting.
-    fn drain(&mut self) -> Vec<Event> {
-        let mut out = Vec::new();
-        while let Ok(ev) = self.rx.try_recv() {
-            self.seen.push(format!("{ev:?}"));
-            out.push(ev);
-        }
-        out
-    }
-}
-
+/// [`common::wait_for_detail`] with this test's limits.
 async fn wait_for_detail(health: &Health, want: &str) -> String {
-    let deadline = tokio::time::Instant::now() + timeout().max(Duration::from_secs(30));
-    loop {
-        let d = health.get().detail;
-        if d.contains(want) {
-            return d;
-        }
-        // the capture programs did not load: no window will ever open
-        assert!(!d.contains("; capture unavailable"), "waiting for {want:?}: {d}");
-        assert!(tokio::time::Instant::now() < deadline, "source detail never showed {want:?}: {d:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_for_detail(health, want, timeout().max(Duration::from_secs(30)), Duration::from_millis(50)).await
 }
 
 /// The detail once the source runs.
@@ -344,13 +142,6 @@ async fn wait_for_running(health: &Health) -> String {
     }
 }
 
-fn skip_or_fail(why: String) {
-    if std::env::var_os("CI").is_some() {
-        panic!("{why} (CI is set)");
-    }
-    eprintln!("SKIPPED: {why}");
-}
-
 fn venv() -> PathBuf {
     std::env::var_os("TOKENWATCH_VENV")
         .map(PathBuf::from)
@@ -363,29 +154,18 @@ async fn scenario(kind: &str) {
     // keeps the timing of each honest on a 2-CPU machine.
     static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _serial = SERIAL.lock().await;
-    let logs = tracing_output();
+    common::capture_logs(tracing::Level::TRACE);
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("token-agent.sock");
-    let mut agent = match SimTokenAgent::spawn(
-        &socket,
-        &dir.path().join("access.log"),
-        &dir.path().join("app.log"),
-        Duration::from_secs(36_000),
-    ) {
-        Ok(a) => a,
-        Err(e) => {
-            return skip_or_fail(format!("sim-token-agent: {e:#} (build it: cargo build -p tokenwatch-tests --bins)"))
-        }
-    };
+    let Some((socket, mut agent)) = common::sim_agent(dir.path()) else { return };
     let mut client = match kind {
         "python" => {
             let venv = venv();
             if !venv.join("bin/python").exists() {
-                return skip_or_fail(format!("no Python venv at {} (cargo xtask setup)", venv.display()));
+                return common::skip_or_fail(format!("no Python venv at {} (cargo xtask setup)", venv.display()));
             }
-            Client::python(&venv, &socket)
+            python_client(&venv, &socket)
         }
-        _ => Client::tonic(&socket),
+        _ => Client::tonic(&socket, TONIC_ENV, timeout()),
     };
     let pid = client.pid;
 
@@ -401,15 +181,10 @@ async fn scenario(kind: &str) {
         },
         ..Settings::default()
     };
-    let source = match EbpfSource::load_with(&socket, settings) {
-        Ok(s) => s,
-        Err(e) => return skip_or_fail(format!("eBPF source failed to load: {e}")),
+    let Some(Started { health, hints: _hints_tx, watch: mut w, task }) = common::start(&socket, settings, timeout())
+    else {
+        return;
     };
-    let (tx, rx) = mpsc::channel(256);
-    let health = Health::new(SourceState::Starting, "");
-    let (_hints_tx, hints) = watch::channel(CaptureHint::default());
-    let task = tokio::spawn(source.run_with(tx, health.clone(), hints));
-    let mut w = Watch { rx, seen: Vec::new() };
     // for `cargo xtask vm-test`'s table: which hooks this kernel ran, and why not others
     println!("HOOKS: {}", wait_for_running(&health).await);
     // discovery found the open connection: the start window captures until it showed a call
@@ -496,21 +271,11 @@ async fn scenario(kind: &str) {
     // (5) the client exits: reported as a process exit
     let tokens = std::mem::take(&mut client.tokens);
     drop(client);
-    loop {
-        if let Event::ProcessExit { pid: p, .. } = w.next("the client's exit").await {
-            if p == pid {
-                break;
-            }
-        }
-    }
-    let status = health.get();
-    assert_eq!(status.lost, 0, "{status:?}");
-    drop(w.rx);
-    tokio::time::timeout(timeout(), task).await.expect("run() did not return after the channel closed").unwrap();
+    let seen = w.stop_after_exit(pid, &health, task).await;
 
     // (6) no token in anything the source emitted or logged
-    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
-    check_no_tokens(&tokens, &w.seen, &logs, kind);
+    let logs = common::logs();
+    check_no_tokens(&tokens, &seen, &logs, kind);
 
     // the source's own counters, from its last words
     let last = logs.lines().rfind(|l| l.contains("eBPF source stopping")).expect("the source logged its stop");

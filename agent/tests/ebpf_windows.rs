@@ -12,25 +12,23 @@
 //! `cargo build -p tokenwatch-tests --bins`, then
 //! `TOKENWATCH_EBPF_OBJ=$PWD/target/bpfel-unknown-none/release/tokenwatch cargo test -p tokenwatch --test ebpf_windows -- --nocapture`.
 //! Anything missing skips the test, unless `CI` is set: then it fails.
+mod common;
+
 use std::{
     collections::{HashMap, HashSet},
-    io::{BufRead, BufReader, Write},
-    path::{Path, PathBuf},
-    process::{Child, ChildStdin, Command, Stdio},
-    sync::{mpsc as std_mpsc, Arc, Mutex, OnceLock},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    path::Path,
+    time::{Duration, SystemTime},
 };
 
+use common::Started;
 use tokenwatch::{
     config::{CaptureMode, HookPreference},
     events::{CallObserved, Event, GrpcStatus},
     sources::{
-        ebpf::{CaptureHint, EbpfSource, Settings, WindowPolicy},
-        Health, SourceState,
+        ebpf::{CaptureHint, Settings, WindowPolicy},
+        Health,
     },
 };
-use tokenwatch_tests::sim::{self, SimTokenAgent};
-use tokio::sync::{mpsc, watch};
 
 /// Set in the child: run [`tonic_client_helper`] against this socket.
 const TONIC_ENV: &str = "TOKENWATCH_TEST_WINDOWS_SOCKET";
@@ -38,48 +36,17 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 /// Kernel names (cut at 15 bytes) of the connect/close tracepoint programs.
 const CONNECTIONS: [&str; 3] = ["sys_enter_connect", "sys_exit_connect", "sys_enter_close"];
 
-/// Child mode: a tonic client on one lazily connected channel, driven by
-/// stdin (`call`, `reconnect`); prints `CALL OK <secs> <nanos>` or `CALL
-/// <CODE>`. In a normal test run (no env) it does nothing.
+/// Child mode: [`common::tonic_client`] on one lazily connected channel. In
+/// a normal test run (no env) it does nothing.
 #[test]
 #[ignore = "child process of the eBPF tests, not a test"]
 fn tonic_client_helper() {
-    let Some(socket) = std::env::var_os(TONIC_ENV) else { return };
-    let socket = PathBuf::from(socket);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let connect = || {
-        let _guard = rt.enter();
-        sim::connect(&socket, Duration::from_secs(10)).unwrap()
-    };
-    let mut channel = connect();
-    println!("READY {}", std::process::id());
-    for line in std::io::stdin().lock().lines() {
-        match line.unwrap().trim() {
-            "call" => match rt.block_on(sim::get_token(&channel, "windows")) {
-                Ok(t) => {
-                    let e = t.expires_at.duration_since(UNIX_EPOCH).unwrap();
-                    println!("CALL OK {} {}", e.as_secs(), e.subsec_nanos());
-                }
-                Err(s) => println!("CALL {}", sim::code_name(s.code())),
-            },
-            // the old connection closes; the new one connects at the next call
-            "reconnect" => {
-                channel = connect();
-                println!("RECONNECTED");
-            }
-            _ => {}
-        }
-        std::io::stdout().flush().unwrap();
-    }
-    std::process::exit(0);
+    common::tonic_client(TONIC_ENV, "windows");
 }
 
 /// The client process.
 struct Client {
-    child: Child,
-    stdin: ChildStdin,
-    lines: std_mpsc::Receiver<String>,
-    pid: u32,
+    inner: common::Client,
     /// Sockets of the client's runtime (signal handling), held before it
     /// connects: not connections.
     runtime_sockets: HashSet<u64>,
@@ -87,62 +54,29 @@ struct Client {
 
 impl Client {
     fn spawn(socket: &Path) -> Client {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["tonic_client_helper", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
-            .env(TONIC_ENV, socket)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawning the client");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std_mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let pid = child.id();
-        let mut c = Client { child, stdin, lines, pid, runtime_sockets: HashSet::new() };
-        c.expect("READY");
+        let inner = common::Client::tonic(socket, TONIC_ENV, TIMEOUT);
+        let mut c = Client { inner, runtime_sockets: HashSet::new() };
         c.runtime_sockets = c.sockets().into_iter().map(|(_, inode)| inode).collect();
         c
     }
 
-    fn expect(&mut self, prefix: &str) -> String {
-        loop {
-            let line = self.lines.recv_timeout(TIMEOUT).unwrap_or_else(|e| panic!("client: no {prefix:?} line ({e})"));
-            if line.starts_with(prefix) {
-                return line;
-            }
-        }
-    }
-
-    fn send(&mut self, cmd: &str) {
-        writeln!(self.stdin, "{cmd}").and_then(|_| self.stdin.flush()).expect("writing to the client");
-    }
-
     /// One call, which must succeed; its `expires_at`.
     fn call(&mut self) -> SystemTime {
-        self.send("call");
-        let line = self.expect("CALL ");
-        match line.split_whitespace().collect::<Vec<_>>()[..] {
-            ["CALL", "OK", secs, nanos] => UNIX_EPOCH + Duration::new(secs.parse().unwrap(), nanos.parse().unwrap()),
-            _ => panic!("the call failed: {line:?}"),
+        let called = self.inner.call();
+        match called.expires_at {
+            Some(expires_at) if called.status == "OK" => expires_at,
+            _ => panic!("the call failed: {called:?}"),
         }
     }
 
     fn reconnect(&mut self) {
-        self.send("reconnect");
-        self.expect("RECONNECTED");
+        self.inner.reconnect();
     }
 
     /// (fd, inode) of each socket the client holds.
     fn sockets(&self) -> Vec<(i32, u64)> {
         let mut out = Vec::new();
-        for e in std::fs::read_dir(format!("/proc/{}/fd", self.pid)).unwrap().flatten() {
+        for e in std::fs::read_dir(format!("/proc/{}/fd", self.inner.pid)).unwrap().flatten() {
             let link = std::fs::read_link(e.path()).unwrap_or_default();
             let inode = link.to_str().and_then(|l| l.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok());
             if let (Some(inode), Ok(fd)) = (inode, e.file_name().to_string_lossy().parse()) {
@@ -166,44 +100,6 @@ impl Client {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The source's tracing output (debug and up), for its own counters.
-fn tracing_output() -> Arc<Mutex<Vec<u8>>> {
-    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    BUF.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        struct W(Arc<Mutex<Vec<u8>>>);
-        impl Write for W {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                std::io::stderr().write_all(b)?;
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let w = buf.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || W(w.clone()))
-            .try_init();
-        buf
-    })
-    .clone()
-}
-
-fn logs() -> String {
-    String::from_utf8_lossy(&tracing_output().lock().unwrap()).into_owned()
 }
 
 /// Which of this process's BPF programs are loaded, and which attached:
@@ -269,54 +165,9 @@ fn check_attached(window_open: bool, what: &str) -> bool {
     true
 }
 
-/// The events the source sent.
-struct Watch {
-    rx: mpsc::Receiver<Event>,
-}
-
-impl Watch {
-    async fn next(&mut self, what: &str) -> Event {
-        tokio::time::timeout(TIMEOUT, self.rx.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no event within {TIMEOUT:?} waiting for {what}"))
-            .expect("eBPF source stopped")
-    }
-
-    /// The next event, which must be a call of `pid` with `expires_at`:
-    /// anything before it (a connect the idle source must not have seen)
-    /// fails the test.
-    async fn first_is_call(&mut self, pid: u32, expires_at: SystemTime, what: &str) -> CallObserved {
-        match self.next(what).await {
-            Event::Call(c) if c.process.pid == pid && c.expires_at == Some(expires_at) => c,
-            other => panic!("{what}: expected the call first, got {other:?}"),
-        }
-    }
-
-    fn assert_quiet(&mut self, what: &str) {
-        if let Ok(ev) = self.rx.try_recv() {
-            panic!("{what}: the source reported {ev:?}");
-        }
-    }
-}
-
+/// [`common::wait_for_detail`] with this test's limits.
 async fn wait_for_detail(health: &Health, want: &str) -> String {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        let d = health.get().detail;
-        if d.contains(want) {
-            return d;
-        }
-        assert!(!d.contains("; capture unavailable"), "waiting for {want:?}: {d}");
-        assert!(tokio::time::Instant::now() < deadline, "source detail never showed {want:?}: {d:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn skip_or_fail(why: String) {
-    if std::env::var_os("CI").is_some() {
-        panic!("{why} (CI is set)");
-    }
-    eprintln!("SKIPPED: {why}");
+    common::wait_for_detail(health, want, TIMEOUT, Duration::from_millis(20)).await
 }
 
 fn check_call(c: &CallObserved, pid: u32, what: &str) {
@@ -338,20 +189,9 @@ fn rediscoveries(logs: &str) -> Vec<(u64, u64, u64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windows_mode_attaches_connect_close_only_in_capture_windows() {
-    let _ = tracing_output();
+    common::capture_logs(tracing::Level::DEBUG);
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("token-agent.sock");
-    let _agent = match SimTokenAgent::spawn(
-        &socket,
-        &dir.path().join("access.log"),
-        &dir.path().join("app.log"),
-        Duration::from_secs(36_000),
-    ) {
-        Ok(a) => a,
-        Err(e) => {
-            return skip_or_fail(format!("sim-token-agent: {e:#} (build it: cargo build -p tokenwatch-tests --bins)"))
-        }
-    };
+    let Some((socket, _agent)) = common::sim_agent(dir.path()) else { return };
     let settings = Settings {
         capture: CaptureMode::Windows,
         // connect/close on syscall tracepoints whatever this kernel allows
@@ -364,15 +204,9 @@ async fn windows_mode_attaches_connect_close_only_in_capture_windows() {
         },
         ..Settings::default()
     };
-    let source = match EbpfSource::load_with(&socket, settings) {
-        Ok(s) => s,
-        Err(e) => return skip_or_fail(format!("eBPF source failed to load: {e}")),
+    let Some(Started { health, hints: hints_tx, watch: mut w, task }) = common::start(&socket, settings, TIMEOUT) else {
+        return;
     };
-    let (tx, rx) = mpsc::channel(256);
-    let health = Health::new(SourceState::Starting, "");
-    let (hints_tx, hints) = watch::channel(CaptureHint::default());
-    let task = tokio::spawn(source.run_with(tx, health.clone(), hints));
-    let mut w = Watch { rx };
 
     // (1) idle: nothing but the sched probes attached, a connect not seen
     let idle = wait_for_detail(&health, "; capture idle").await;
@@ -383,7 +217,7 @@ async fn windows_mode_attaches_connect_close_only_in_capture_windows() {
     assert!(!idle.contains("syscalls/sys_enter_connect"), "listed as attached: {idle}");
     let links = check_attached(false, "idle at start");
     let mut client = Client::spawn(&socket);
-    let pid = client.pid;
+    let pid = client.inner.pid;
     let before = client.call(); // the connect happens here: unseen
     let (fd1, inode1) = client.one_connection().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -451,19 +285,9 @@ async fn windows_mode_attaches_connect_close_only_in_capture_windows() {
 
     // the client exits (tracked: reported); then the source stops
     drop(client);
-    loop {
-        if let Event::ProcessExit { pid: p, .. } = w.next("the client's exit").await {
-            if p == pid {
-                break;
-            }
-        }
-    }
-    let status = health.get();
-    assert_eq!(status.lost, 0, "{status:?}");
-    drop(w.rx);
-    tokio::time::timeout(TIMEOUT, task).await.expect("run() did not return after the channel closed").unwrap();
+    w.stop_after_exit(pid, &health, task).await;
 
-    let logs = logs();
+    let logs = common::logs();
     let found = rediscoveries(&logs);
     eprintln!("re-discoveries (found, tracked, dropped): {found:?}");
     assert_eq!(found.len(), 2, "one per window");
