@@ -12,7 +12,8 @@ use super::{
     capture::Tracker,
     decode,
     hooks::{Group, Kind},
-    load::{self, Links, TrackedMaps},
+    load::{self, Links},
+    maps::{self, TrackedMaps},
     seed, want_capture,
     window::{steps, Step, Switch, Transition},
     EbpfError, Reason, Settings, WindowInputs,
@@ -157,7 +158,7 @@ impl Attachments {
             Step::DetachConnections => {
                 if let Some(links) = self.connections.take() {
                     load::detach(t.ebpf, links);
-                    load::clear_connect_pending(t.ebpf);
+                    maps::clear_connect_pending(t.ebpf);
                 }
             }
         }

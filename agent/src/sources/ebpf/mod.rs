@@ -6,7 +6,8 @@
 //! [`window`]).
 //!
 //! Files: `hooks` (the probe table; fentry/fexit or tracepoints, chosen by
-//! what the kernel allows), `load` (object, attach/detach), `errors`, `run` (the
+//! what the kernel allows), `load` (object, attach/detach), `maps` (the maps
+//! userspace writes: tracked connections, in-flight calls), `errors`, `run` (the
 //! loop), `attach` (what the window attaches and detaches), `decode` (record
 //! → typed record), `capture` (connection table → decoders → calls),
 //! `discover` (sock_diag + /proc), `seed` (discovered connections into the
@@ -19,6 +20,7 @@ mod discover;
 mod errors;
 mod hooks;
 mod load;
+mod maps;
 mod run;
 mod seed;
 mod window;

@@ -16,7 +16,8 @@ use super::{
     attach::{Attachments, Tables},
     capture::Tracker,
     decode::{self, Clock, Record, Skipped},
-    load::{self, Loaded},
+    load::Loaded,
+    maps::TrackedMaps,
     seed::{discover_at_start, fd_inode},
     CaptureHint, EbpfError, EbpfSource, WindowInputs,
 };
@@ -160,7 +161,7 @@ fn drain_ring(
     rb: &mut RingBuf<MapData>,
     clock: &Clock,
     tracker: &mut Tracker,
-    maps: &mut load::TrackedMaps,
+    maps: &mut TrackedMaps,
     out: &mut Vec<Event>,
     skipped: &mut Skipped,
 ) {
@@ -177,7 +178,7 @@ fn handle(
     record: Record<'_>,
     clock: &Clock,
     tracker: &mut Tracker,
-    maps: &mut load::TrackedMaps,
+    maps: &mut TrackedMaps,
     out: &mut Vec<Event>,
 ) {
     match record {

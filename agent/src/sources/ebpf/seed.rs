@@ -6,7 +6,7 @@ use std::path::Path;
 
 use tracing::{info, warn};
 
-use super::{capture::Tracker, discover, load::TrackedMaps};
+use super::{capture::Tracker, discover, maps::TrackedMaps};
 use crate::sources::proc;
 
 /// What [`rediscover`] did, for the log and the tests' eyes.
