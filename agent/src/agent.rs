@@ -103,7 +103,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     let mut owner = Owner::new(State::new(Settings::from_config(&cfg)), cfg.state.dir.join(FACTS_FILE));
     owner.restore();
 
-    let (tx, rx) = mpsc::channel::<Event>(EVENT_QUEUE);
+    let (tx, mut rx) = mpsc::channel::<Event>(EVENT_QUEUE);
     let mut tasks = tokio::task::JoinSet::new();
     let (capture_hints, hints_rx) = tokio::sync::watch::channel(ebpf::CaptureHint::default());
     start_ebpf(&cfg, tx.clone(), sources.ebpf.clone(), hints_rx, &mut tasks)?;
@@ -115,11 +115,15 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     }
 
     tokio::select! {
-        _ = owner.run(rx, &signals, &sources, &latest, &capture_hints) => {}
+        _ = owner.run(&mut rx, &signals, &sources, &latest, &capture_hints) => {}
         _ = shutdown_signal() => tracing::info!("stopping"),
     }
-    owner.persist();
+    // Sources first (their senders go with them), then apply what they had
+    // queued: every line the logs counted is applied and its position
+    // checkpointed, so a restart neither loses nor counts it twice.
     tasks.shutdown().await;
+    owner.drain(&mut rx, &signals);
+    owner.persist();
     telemetry.shutdown(FLUSH_TIMEOUT).await;
     Ok(())
 }
@@ -219,9 +223,19 @@ impl Owner {
         self.last_persist = Instant::now();
     }
 
+    /// Applies every event still queued (the sources have stopped).
+    fn drain(&mut self, rx: &mut mpsc::Receiver<Event>, signals: &Signals) {
+        let mut n = 0usize;
+        while let Ok(ev) = rx.try_recv() {
+            self.apply(&ev, signals);
+            n += 1;
+        }
+        tracing::debug!(events = n, "applied the queued events before stopping");
+    }
+
     async fn run(
         &mut self,
-        mut rx: mpsc::Receiver<Event>,
+        rx: &mut mpsc::Receiver<Event>,
         signals: &Signals,
         sources: &Sources,
         latest: &SharedSnapshot,

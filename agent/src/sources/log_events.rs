@@ -34,11 +34,16 @@ pub struct LineCounter {
 }
 
 impl LineCounter {
-    fn count(&self, kind: LogKind, parsed: bool) {
-        let result = if parsed { "parsed" } else { "unparsed" };
-        self.counter.add(1, &[KeyValue::new("file", kind.as_str()), KeyValue::new("result", result)]);
-        if !parsed {
-            self.health.add_unparsed(1);
+    /// A batch's lines, once its events are queued for the state (see
+    /// [`logs::run_events`]).
+    fn count(&self, kind: LogKind, parsed: u64, unparsed: u64) {
+        for (n, result) in [(parsed, "parsed"), (unparsed, "unparsed")] {
+            if n > 0 {
+                self.counter.add(n, &[KeyValue::new("file", kind.as_str()), KeyValue::new("result", result)]);
+            }
+        }
+        if unparsed > 0 {
+            self.health.add_unparsed(unparsed);
         }
     }
 }
@@ -74,12 +79,13 @@ pub async fn run_access_log(
     let health = lines.health.clone();
     let parse = move |line: &logs::Line, out: &mut Vec<Event>| match parser.parse(&line.text) {
         Ok(r) if r.time.is_some() || r.status.is_some() => {
-            lines.count(LogKind::AccessLog, true);
             out.push(Event::Call(call(r, &mut procs)));
+            true
         }
-        _ => lines.count(LogKind::AccessLog, false),
+        _ => false,
     };
-    logs::run_events(path, LogKind::AccessLog, start, Default::default(), parse, tx, health).await;
+    let counted = move |parsed, unparsed| lines.count(LogKind::AccessLog, parsed, unparsed);
+    logs::run_events(path, LogKind::AccessLog, start, Default::default(), parse, counted, tx, health).await;
 }
 
 /// Follows the app log, sending token-agent's error lines.
@@ -94,13 +100,13 @@ pub async fn run_app_log(
     let start = start(LogKind::AppLog, resume, cfg.alert.error_window, Arc::new(parser));
     let health = lines.health.clone();
     let parse = move |line: &logs::Line, out: &mut Vec<Event>| {
-        // every app-log line is "parsed"; only error lines become events
-        lines.count(LogKind::AppLog, true);
         if let Some(e) = app_log_error(&line.text) {
             out.push(Event::AgentError(AgentError { at: e.time.unwrap_or_else(SystemTime::now), message: e.message }));
         }
+        true // every app-log line is "parsed"; only error lines become events
     };
-    logs::run_events(path, LogKind::AppLog, start, Default::default(), parse, tx, health).await;
+    let counted = move |parsed, unparsed| lines.count(LogKind::AppLog, parsed, unparsed);
+    logs::run_events(path, LogKind::AppLog, start, Default::default(), parse, counted, tx, health).await;
 }
 
 /// An access-log record as a call seen by `source="access_log"`.

@@ -106,25 +106,34 @@ pub async fn run(
 /// events it yields; after each batch an [`Event::LogPosition`] follows, so
 /// the state owner can checkpoint once it has applied them. A parser that
 /// holds lines back (multi-line records) must not let the position pass
-/// lines it has not emitted yet. Returns when `events` is closed.
-pub async fn run_events<P>(
+/// lines it has not emitted yet. `parse` says whether a line parsed;
+/// `counted(parsed, unparsed)` learns a batch's lines once its events and
+/// position are all queued — never before, so a stop that drains the queue
+/// (the agent's) has applied and checkpointed every line it counted, and a
+/// restart does not count them again. Returns when `events` is closed.
+// the source's settings plus its two callbacks; a struct of them would only rename them
+#[allow(clippy::too_many_arguments)]
+pub async fn run_events<P, C>(
     path: PathBuf,
     kind: LogKind,
     start: Start,
     opts: DriverOptions,
     mut parse: P,
+    mut counted: C,
     events: mpsc::Sender<Event>,
     health: Health,
 ) -> Counters
 where
-    P: FnMut(&Line, &mut Vec<Event>) + Send,
+    P: FnMut(&Line, &mut Vec<Event>) -> bool + Send,
+    C: FnMut(u64, u64) + Send,
 {
     let (tx, mut rx) = mpsc::channel::<Batch>(4);
     let forward = async move {
         let mut out = Vec::new();
         while let Some(batch) = rx.recv().await {
+            let mut parsed = 0;
             for line in &batch.lines {
-                parse(line, &mut out);
+                parsed += u64::from(parse(line, &mut out));
             }
             out.extend(batch.position().map(Event::LogPosition));
             for ev in out.drain(..) {
@@ -132,6 +141,7 @@ where
                     return;
                 }
             }
+            counted(parsed, batch.lines.len() as u64 - parsed);
         }
     };
     let (counters, ()) = tokio::join!(run(path, kind, start, opts, tx, health), forward);
@@ -200,9 +210,12 @@ mod tests {
             if let Some(m) = l.text.strip_prefix("error: ") {
                 out.push(Event::AgentError(AgentError { at: SystemTime::UNIX_EPOCH, message: m.to_string() }));
             }
+            l.text != "fine"
         };
         let health = Health::new(SourceState::Starting, "");
-        tokio::spawn(run_events(path, LogKind::AppLog, Start::Beginning, opts(), parse, tx, health));
+        let (counts_tx, mut counts) = mpsc::unbounded_channel();
+        let counted = move |parsed, unparsed| counts_tx.send((parsed, unparsed)).expect("test alive");
+        tokio::spawn(run_events(path, LogKind::AppLog, Start::Beginning, opts(), parse, counted, tx, health));
         let mut got = Vec::new();
         while got.len() < 3 {
             got.push(tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("an event").expect("open"));
@@ -216,5 +229,8 @@ mod tests {
             Event::LogPosition(p) => assert_eq!((p.kind, p.offset), (LogKind::AppLog, 27)),
             other => panic!("expected the position last, got {other:?}"),
         }
+        // counted once the batch is queued: two lines parsed, one not
+        let c = tokio::time::timeout(Duration::from_secs(10), counts.recv()).await.expect("counted").expect("open");
+        assert_eq!(c, (2, 1));
     }
 }
