@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::{binaries, initramfs, kernels, qemu, BUSYBOX};
+use super::{binaries, initramfs, kernels, qemu};
 use crate::{build, util};
 
 const BENCH: &str = "capture";
@@ -28,26 +28,9 @@ pub fn run(kernels: &[kernels::Kernel], vm_dir: &Path, timeout: Duration) -> Res
     let built = build::all(build::Profile::Release)?;
     let sims_dir = built.agent.parent().context("agent path")?.to_path_buf();
     let bench = build_bench(&built.ebpf_object)?;
-    let stripped = vec![(BENCH.to_string(), binaries::stripped(BENCH, &bench, &vm_dir.join("bench"))?)];
     let sims = binaries::sims(&sims_dir)?;
-    let stripped_sims: Vec<(String, PathBuf)> = sims
-        .iter()
-        .map(|(n, p)| Ok((n.clone(), binaries::stripped(n, p, &vm_dir.join("bench-sim"))?)))
-        .collect::<Result<_>>()?;
-    let all: Vec<&Path> = [bench.as_path()].into_iter().chain(sims.iter().map(|(_, p)| p.as_path())).collect();
-    let libs = binaries::libraries(&all)?;
     let initrd = vm_dir.join("initramfs-bench.cpio");
-    initramfs::write(
-        &initrd,
-        &initramfs::Contents {
-            busybox: Path::new(BUSYBOX),
-            tests: &stripped,
-            sims: &stripped_sims,
-            libs: &libs,
-            kernels,
-            bench: true,
-        },
-    )?;
+    initramfs::pack(&initrd, &vm_dir.join("bench"), &[(BENCH.to_string(), bench)], &sims, kernels, true)?;
     let (accel, _) = qemu::accel();
     let logs = vm_dir.join("logs");
     std::fs::create_dir_all(&logs)?;

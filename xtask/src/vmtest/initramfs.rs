@@ -18,7 +18,7 @@ use std::{
 use anyhow::{Context, Result};
 use flate2::{write::GzEncoder, Compression};
 
-use super::kernels::Kernel;
+use super::{binaries, kernels::Kernel};
 
 /// The line `/init` prints last; its number is the status of the test run.
 pub const EXIT_MARKER: &str = "VMTEST_EXIT=";
@@ -103,6 +103,33 @@ pub struct Contents<'a> {
     pub kernels: &'a [Kernel],
     /// `tests` are criterion benches (run with `--bench`), not libtest tests.
     pub bench: bool,
+}
+
+/// Packs `tests` and `sims` (stripped copies under `work/`), the libraries
+/// they link, busybox and `kernels`' modules into `out`.
+pub fn pack(
+    out: &Path,
+    work: &Path,
+    tests: &[(String, PathBuf)],
+    sims: &[(String, PathBuf)],
+    kernels: &[Kernel],
+    bench: bool,
+) -> Result<()> {
+    let strip = |list: &[(String, PathBuf)], into: &str| -> Result<Vec<(String, PathBuf)>> {
+        list.iter().map(|(n, p)| Ok((n.clone(), binaries::stripped(n, p, &work.join(into))?))).collect()
+    };
+    let (stripped, stripped_sims) = (strip(tests, "tests")?, strip(sims, "sim")?);
+    let all: Vec<&Path> = tests.iter().chain(sims).map(|(_, p)| p.as_path()).collect();
+    let libs = binaries::libraries(&all)?;
+    let contents = Contents {
+        busybox: Path::new(super::BUSYBOX),
+        tests: &stripped,
+        sims: &stripped_sims,
+        libs: &libs,
+        kernels,
+        bench,
+    };
+    write(out, &contents)
 }
 
 /// The archive's name under `target/vm/`.

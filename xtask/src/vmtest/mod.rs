@@ -89,24 +89,8 @@ pub fn run(args: Args) -> Result<()> {
     );
 
     let t = Instant::now();
-    let strip = |list: &[(String, PathBuf)], into: &str| -> Result<Vec<(String, PathBuf)>> {
-        list.iter().map(|(n, p)| Ok((n.clone(), binaries::stripped(n, p, &vm_dir.join(into))?))).collect()
-    };
-    let (stripped, stripped_sims) = (strip(&tests, "tests")?, strip(&sims, "sim")?);
-    let all: Vec<&Path> = tests.iter().chain(&sims).map(|(_, p)| p.as_path()).collect();
-    let libs = binaries::libraries(&all)?;
     let initrd = vm_dir.join(initramfs::FILE_NAME);
-    initramfs::write(
-        &initrd,
-        &initramfs::Contents {
-            busybox: Path::new(BUSYBOX),
-            tests: &stripped,
-            sims: &stripped_sims,
-            libs: &libs,
-            kernels: &kernels,
-            bench: false,
-        },
-    )?;
+    initramfs::pack(&initrd, &vm_dir, &tests, &sims, &kernels, false)?;
     let pack_time = t.elapsed();
     eprintln!(
         "vm-test: initramfs {:.1}s ({} MB)",
