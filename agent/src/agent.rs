@@ -33,6 +33,8 @@ const EBPF_RETRY: Duration = Duration::from_secs(30);
 /// Bound of the event queue between sources and state; a full queue pushes
 /// back on the ring buffer, where the kernel counts the loss.
 const EVENT_QUEUE: usize = 8192;
+/// How long the log sources get to finish their batch at a stop (of the ≤ 5 s).
+const STOP_LOGS: Duration = Duration::from_secs(2);
 /// Token facts under `[state] dir`.
 const FACTS_FILE: &str = "tokens.json";
 /// How often changed token facts are written.
@@ -107,7 +109,9 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     let mut tasks = tokio::task::JoinSet::new();
     let (capture_hints, hints_rx) = tokio::sync::watch::channel(ebpf::CaptureHint::default());
     start_ebpf(&cfg, tx.clone(), sources.ebpf.clone(), hints_rx, &mut tasks)?;
-    start_logs(&cfg, &owner.state, &signals, &sources, tx, &mut tasks)?;
+    let (stop_logs, stop_rx) = tokio::sync::watch::channel(false);
+    let mut log_tasks = tokio::task::JoinSet::new();
+    start_logs(&cfg, &owner.state, &signals, &sources, tx, stop_rx, &mut log_tasks)?;
 
     if let Some(listener) = listener {
         tracing::info!("serving /metrics, /status, /healthz on http://{}", cfg.http.listen);
@@ -118,9 +122,24 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         _ = owner.run(&mut rx, &signals, &sources, &latest, &capture_hints) => {}
         _ = shutdown_signal() => tracing::info!("stopping"),
     }
-    // Sources first (their senders go with them), then apply what they had
-    // queued: every line the logs counted is applied and its position
-    // checkpointed, so a restart neither loses nor counts it twice.
+    // The logs stop between two batches (a batch half queued would be applied
+    // in part now and again after a restart); the queue keeps draining
+    // meanwhile, so a source waiting on a full queue gets through. Then the
+    // other sources, then what they all queued: every line the logs counted
+    // is applied and its position checkpointed before the state is saved.
+    let _ = stop_logs.send(true);
+    let logs_stopped = tokio::time::timeout(STOP_LOGS, async {
+        loop {
+            tokio::select! {
+                done = log_tasks.join_next() => if done.is_none() { break },
+                Some(ev) = rx.recv() => owner.apply(&ev, &signals),
+            }
+        }
+    });
+    if logs_stopped.await.is_err() {
+        tracing::warn!("log sources did not stop within {STOP_LOGS:?}; stopping them mid-batch");
+    }
+    log_tasks.shutdown().await;
     tasks.shutdown().await;
     owner.drain(&mut rx, &signals);
     owner.persist();
@@ -135,6 +154,7 @@ fn start_logs(
     signals: &Signals,
     sources: &Sources,
     tx: mpsc::Sender<Event>,
+    stop: tokio::sync::watch::Receiver<bool>,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> Result<(), StartError> {
     let ta = &cfg.token_agent;
@@ -148,8 +168,9 @@ fn start_logs(
     let (c1, c2, tx2) = (cfg.clone(), cfg.clone(), tx.clone());
     let (p1, p2) = (parser()?, parser()?);
     let (r1, r2) = (state.log_position(LogKind::AccessLog).cloned(), state.log_position(LogKind::AppLog).cloned());
-    tasks.spawn(async move { log_events::run_access_log(&c1, p1, r1, tx, access).await });
-    tasks.spawn(async move { log_events::run_app_log(&c2, p2, r2, tx2, app).await });
+    let stop2 = stop.clone();
+    tasks.spawn(async move { log_events::run_access_log(&c1, p1, r1, tx, access, stop).await });
+    tasks.spawn(async move { log_events::run_app_log(&c2, p2, r2, tx2, app, stop2).await });
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use std::{
 };
 
 use opentelemetry::{metrics::Counter, KeyValue};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::{logs, proc, Health};
 use crate::{
@@ -64,13 +64,14 @@ fn start(kind: LogKind, resume: Option<LogPosition>, window: Duration, parser: A
     }
 }
 
-/// Follows the access log, sending a call per record.
+/// Follows the access log, sending a call per record, until `stop` (between batches).
 pub async fn run_access_log(
     cfg: &Config,
     parser: LineParser,
     resume: Option<LogPosition>,
     tx: mpsc::Sender<Event>,
     lines: LineCounter,
+    stop: watch::Receiver<bool>,
 ) {
     let parser = Arc::new(parser);
     let path: PathBuf = cfg.token_agent.access_log.clone();
@@ -85,16 +86,18 @@ pub async fn run_access_log(
         _ => false,
     };
     let counted = move |parsed, unparsed| lines.count(LogKind::AccessLog, parsed, unparsed);
-    logs::run_events(path, LogKind::AccessLog, start, Default::default(), parse, counted, tx, health).await;
+    let lines = logs::Lines { parse, counted, stop };
+    logs::run_events(path, LogKind::AccessLog, start, Default::default(), lines, tx, health).await;
 }
 
-/// Follows the app log, sending token-agent's error lines.
+/// Follows the app log, sending token-agent's error lines, until `stop`.
 pub async fn run_app_log(
     cfg: &Config,
     parser: LineParser,
     resume: Option<LogPosition>,
     tx: mpsc::Sender<Event>,
     lines: LineCounter,
+    stop: watch::Receiver<bool>,
 ) {
     let path = cfg.token_agent.app_log.clone();
     let start = start(LogKind::AppLog, resume, cfg.alert.error_window, Arc::new(parser));
@@ -106,7 +109,8 @@ pub async fn run_app_log(
         true // every app-log line is "parsed"; only error lines become events
     };
     let counted = move |parsed, unparsed| lines.count(LogKind::AppLog, parsed, unparsed);
-    logs::run_events(path, LogKind::AppLog, start, Default::default(), parse, counted, tx, health).await;
+    let lines = logs::Lines { parse, counted, stop };
+    logs::run_events(path, LogKind::AppLog, start, Default::default(), lines, tx, health).await;
 }
 
 /// An access-log record as a call seen by `source="access_log"`.

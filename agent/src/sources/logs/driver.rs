@@ -102,24 +102,29 @@ pub async fn run(
     }
 }
 
+/// What [`run_events`] does with the lines: `parse` pushes a line's events
+/// and says whether it parsed; `counted(parsed, unparsed)` learns a batch's
+/// lines once its events and position are all queued — never before, so a
+/// stop that drains the queue (the agent's) has applied and checkpointed
+/// every line it counted, and a restart does not count them again. `stop`
+/// turning true ends the source between two batches, never inside one.
+pub struct Lines<P, C> {
+    pub parse: P,
+    pub counted: C,
+    pub stop: tokio::sync::watch::Receiver<bool>,
+}
+
 /// [`run`] with a parser plugged in: for each line, `parse` pushes the
 /// events it yields; after each batch an [`Event::LogPosition`] follows, so
 /// the state owner can checkpoint once it has applied them. A parser that
 /// holds lines back (multi-line records) must not let the position pass
-/// lines it has not emitted yet. `parse` says whether a line parsed;
-/// `counted(parsed, unparsed)` learns a batch's lines once its events and
-/// position are all queued — never before, so a stop that drains the queue
-/// (the agent's) has applied and checkpointed every line it counted, and a
-/// restart does not count them again. Returns when `events` is closed.
-// the source's settings plus its two callbacks; a struct of them would only rename them
-#[allow(clippy::too_many_arguments)]
+/// lines it has not emitted yet. Returns when `events` is closed or on stop.
 pub async fn run_events<P, C>(
     path: PathBuf,
     kind: LogKind,
     start: Start,
     opts: DriverOptions,
-    mut parse: P,
-    mut counted: C,
+    lines: Lines<P, C>,
     events: mpsc::Sender<Event>,
     health: Health,
 ) -> Counters
@@ -127,10 +132,25 @@ where
     P: FnMut(&Line, &mut Vec<Event>) -> bool + Send,
     C: FnMut(u64, u64) + Send,
 {
+    let Lines { mut parse, mut counted, mut stop } = lines;
     let (tx, mut rx) = mpsc::channel::<Batch>(4);
     let forward = async move {
         let mut out = Vec::new();
-        while let Some(batch) = rx.recv().await {
+        loop {
+            let stopped = async {
+                // a dropped sender is not a stop
+                if stop.wait_for(|s| *s).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let batch = tokio::select! {
+                biased;
+                () = stopped => return,
+                batch = rx.recv() => match batch {
+                    Some(b) => b,
+                    None => return,
+                },
+            };
             let mut parsed = 0;
             for line in &batch.lines {
                 parsed += u64::from(parse(line, &mut out));
@@ -215,7 +235,9 @@ mod tests {
         let health = Health::new(SourceState::Starting, "");
         let (counts_tx, mut counts) = mpsc::unbounded_channel();
         let counted = move |parsed, unparsed| counts_tx.send((parsed, unparsed)).expect("test alive");
-        tokio::spawn(run_events(path, LogKind::AppLog, Start::Beginning, opts(), parse, counted, tx, health));
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let lines = Lines { parse, counted, stop };
+        let task = tokio::spawn(run_events(path, LogKind::AppLog, Start::Beginning, opts(), lines, tx, health));
         let mut got = Vec::new();
         while got.len() < 3 {
             got.push(tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("an event").expect("open"));
@@ -232,5 +254,9 @@ mod tests {
         // counted once the batch is queued: two lines parsed, one not
         let c = tokio::time::timeout(Duration::from_secs(10), counts.recv()).await.expect("counted").expect("open");
         assert_eq!(c, (2, 1));
+        // a stop ends the source (between batches) although `events` is open
+        stop_tx.send(true).expect("source alive");
+        // (the test still holds the receiver: only the stop can end it)
+        tokio::time::timeout(Duration::from_secs(10), task).await.expect("stopped").expect("no panic");
     }
 }

@@ -70,7 +70,7 @@ mod tests;
 
 use std::time::Duration;
 
-pub use driver::{run, run_events, DriverOptions};
+pub use driver::{run, run_events, DriverOptions, Lines};
 pub use start::{Start, TimeOf};
 pub use status::TailStatus;
 pub use tailer::Tailer;
