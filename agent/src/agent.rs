@@ -33,8 +33,8 @@ const EBPF_RETRY: Duration = Duration::from_secs(30);
 /// Bound of the event queue between sources and state; a full queue pushes
 /// back on the ring buffer, where the kernel counts the loss.
 const EVENT_QUEUE: usize = 8192;
-/// How long the log sources get to finish their batch at a stop (of the ≤ 5 s).
-const STOP_LOGS: Duration = Duration::from_secs(2);
+/// How long the log sources get to finish their batch at a stop (of [`STOP_BUDGET`]).
+const STOP_LOGS: Duration = Duration::from_millis(1500);
 /// Token facts under `[state] dir`.
 const FACTS_FILE: &str = "tokens.json";
 /// How often changed token facts are written.
@@ -42,7 +42,9 @@ const PERSIST_EVERY: Duration = Duration::from_secs(5);
 /// Exited clients are kept this long (their lost-token verdict outlives them).
 const FORGET_EXITED: Duration = Duration::from_secs(3600);
 /// The stop deadline of INTERFACE.md is 5 s; leave room for the rest.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(4);
+/// The whole stop, from the signal to the exit (INTERFACE.md: ≤ 5 s): the
+/// log sources' last batch, the state saved, the exports flushed.
+pub const STOP_BUDGET: Duration = Duration::from_millis(4500);
 
 /// Why `run` could not start (exit 2).
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +129,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     // meanwhile, so a source waiting on a full queue gets through. Then the
     // other sources, then what they all queued: every line the logs counted
     // is applied and its position checkpointed before the state is saved.
+    let stop_started = Instant::now();
     let _ = stop_logs.send(true);
     let logs_stopped = tokio::time::timeout(STOP_LOGS, async {
         loop {
@@ -143,7 +146,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     tasks.shutdown().await;
     owner.drain(&mut rx, &signals);
     owner.persist();
-    telemetry.shutdown(FLUSH_TIMEOUT).await;
+    telemetry.shutdown(STOP_BUDGET.saturating_sub(stop_started.elapsed())).await;
     Ok(())
 }
 

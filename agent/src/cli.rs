@@ -136,7 +136,12 @@ fn run(config: Option<PathBuf>) -> ExitCode {
         }
     };
     // Multi-thread: the OTLP exporters must never be shut down from a current-thread runtime.
-    match runtime(2).block_on(crate::agent::run(cfg)) {
+    let rt = runtime(2);
+    let result = rt.block_on(crate::agent::run(cfg));
+    // A flush that timed out (a dead collector) or a tail poll may still be
+    // running on the blocking pool: do not wait for them past the stop budget.
+    rt.shutdown_timeout(std::time::Duration::from_millis(300));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

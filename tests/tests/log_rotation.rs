@@ -457,7 +457,7 @@ fn without_restart(mode: Mode) {
     let ((parsed, unparsed), ids) = catch_up("caught up", &agent, &[], 0, &rx, &on_disk, &rig);
     let label = format!("{mode:?}");
     verdict(&rig, &label, parsed, unparsed, &ids, &on_disk);
-    assert!(agent.stop(Duration::from_secs(6)).expect("stop").success());
+    assert!(agent.stop(Duration::from_secs(5)).expect("stop").success());
     eprintln!("{label}: {:.1} s", started.elapsed().as_secs_f64());
 }
 
@@ -482,7 +482,7 @@ fn with_restart(mode: Mode) {
     // queue before it persists) or left to run 2 — never both, never neither.
     rig.wait_written(2 * step + step / 2);
     let log1 = agent.log.clone();
-    assert!(agent.stop(Duration::from_secs(6)).expect("stop").success(), "{}", fs::read_to_string(&log1).unwrap_or_default());
+    assert!(agent.stop(Duration::from_secs(5)).expect("stop").success(), "{}", fs::read_to_string(&log1).unwrap_or_default());
     // run 1's final count and spans, as flushed over OTLP at its stop
     let parsed1 = wait_for("run 1's final count over OTLP", CATCH_UP, || exported_parsed(&rx1)).expect("final count");
     let ids1 = span_ids(&rx1);
@@ -511,7 +511,7 @@ fn with_restart(mode: Mode) {
     let label = format!("{mode:?} with a restart");
     eprintln!("{label}: parsed {parsed1} before the stop, {parsed2} after");
     verdict(&rig, &label, parsed1 + parsed2, unparsed1 + unparsed2, &ids, &on_disk);
-    assert!(agent.stop(Duration::from_secs(6)).expect("stop").success());
+    assert!(agent.stop(Duration::from_secs(5)).expect("stop").success());
     eprintln!("{label}: {:.1} s", started.elapsed().as_secs_f64());
 }
 

@@ -4,7 +4,9 @@
 //! The close probe (`sys_enter_close`, or fentry on `__x64_sys_close` where
 //! the kernel allows it, see `connect`) stays attached while the I/O probes
 //! come and go, so a closed fd is never mistaken for the connection when its
-//! number is reused.
+//! number is reused — except in `capture = "windows"` mode on tracepoints,
+//! where connect/close come and go with the capture window and userspace
+//! revalidates every tracked fd against /proc when a window opens.
 //! Not followed (documented limits): `dup`/`dup2`/`dup3` (a duplicate is not
 //! captured; a dup2 onto a tracked fd, like `close_range`, leaves a stale
 //! entry that userspace's periodic revalidation against /proc removes), fds

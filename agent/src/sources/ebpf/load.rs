@@ -105,7 +105,13 @@ pub(super) fn load(socket: &Path, mode: CaptureMode, pref: HookPreference) -> Re
     attached.extend(attach_group(&mut ebpf, Group::Process, Kind::Tracepoint, None)?);
 
     let (capture, capture_hooks) = if with_capture {
-        let choice = prefer_trampolines(&tramps, |btf| load_group(&mut ebpf, Group::Capture, Kind::Trampoline, Some(btf)));
+        // attached once and detached again: a kernel that loads trampolines
+        // but refuses to attach them falls back now, not at the first window
+        let choice = prefer_trampolines(&tramps, |btf| {
+            let links = attach_all(&mut ebpf, &hooks::selected(Group::Capture, Kind::Trampoline), Some(btf))?;
+            detach(&mut ebpf, links);
+            Ok(())
+        });
         let loaded = match choice.kind {
             Kind::Trampoline => Ok(()),
             Kind::Tracepoint => load_group(&mut ebpf, Group::Capture, Kind::Tracepoint, btf),
