@@ -210,13 +210,16 @@ impl Tracker {
 
     /// Drops the connections /proc no longer shows as the same socket
     /// (`inode_of(tgid, fd)`; a close or exit the probes did not report, or
-    /// a dup2 over the fd). Returns them, for the kernel's map.
-    pub(super) fn revalidate(&mut self, inode_of: impl Fn(Key) -> Option<u64>) -> Vec<Key> {
+    /// a dup2 over the fd), and those whose socket was never identified
+    /// unless `vouched` says the socket now at the fd is a client of
+    /// token-agent's. Returns them, for the kernel's map.
+    pub(super) fn revalidate(&mut self, inode_of: impl Fn(Key) -> Option<u64>, vouched: impl Fn(u64) -> bool) -> Vec<Key> {
         let mut stale = Vec::new();
         for (key, conn) in self.conns.iter_mut() {
             match (inode_of(*key), conn.inode) {
                 (None, _) => stale.push(*key),
                 (Some(now), Some(was)) if now != was => stale.push(*key),
+                (Some(now), None) if !vouched(now) => stale.push(*key),
                 (Some(now), _) => conn.inode = Some(now),
             }
         }

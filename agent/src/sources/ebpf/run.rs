@@ -97,7 +97,7 @@ pub(super) async fn run(
                 let now = SystemTime::now();
                 if now.duration_since(last_revalidate).is_ok_and(|d| d >= REVALIDATE_EVERY) {
                     last_revalidate = now;
-                    for (tgid, fd) in tracker.revalidate(|(tgid, fd)| fd_inode(tgid, fd)) {
+                    for (tgid, fd) in tracker.revalidate(|(tgid, fd)| fd_inode(tgid, fd), |_| true) {
                         maps.untrack(tgid, fd);
                     }
                 }

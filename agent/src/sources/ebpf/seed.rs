@@ -2,7 +2,7 @@
 //! start (connections opened before the probes), and in `windows` mode at
 //! each window's open (connections opened, and closes missed, while
 //! connect/close were detached).
-use std::path::Path;
+use std::{collections::HashSet, path::Path};
 
 use tracing::{info, warn};
 
@@ -34,27 +34,43 @@ pub(super) fn discover_at_start(socket: &Path, tracker: &mut Tracker, maps: &mut
 /// same fd number replaces the stale entry instead of being refused as
 /// already tracked. A connect racing this is seen by the probe or found by
 /// discovery, or both (tracking it twice is refused by the kernel map).
+///
+/// A tracked connection whose socket was never identified (its connect was
+/// handled after the fd had gone) stays only if discovery finds the socket
+/// now at its fd among token-agent's clients: nothing watched that fd
+/// between windows.
 pub(super) fn rediscover(socket: &Path, tracker: &mut Tracker, maps: &mut TrackedMaps) -> Resynced {
-    let stale = tracker.revalidate(|(tgid, fd)| fd_inode(tgid, fd));
+    let found = discover_logged(socket);
+    let clients: HashSet<u64> = found.iter().flatten().map(|f| f.inode).collect();
+    let stale = tracker.revalidate(|(tgid, fd)| fd_inode(tgid, fd), |inode| clients.contains(&inode));
     for &(tgid, fd) in &stale {
         maps.untrack(tgid, fd);
     }
-    let (found, seeded) = discover_and_seed(socket, tracker, maps).unwrap_or_default();
+    let (found, seeded) = found.map(|f| seed(&f, tracker, maps)).unwrap_or_default();
     Resynced { dropped: stale.len(), found, seeded }
+}
+
+/// Discovery, `None` when it failed (logged).
+fn discover_logged(socket: &Path) -> Option<Vec<discover::Found>> {
+    match discover::discover(socket, std::process::id()) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            warn!(error = %e, "discovering open connections to token-agent (sock_diag) failed");
+            None
+        }
+    }
 }
 
 /// Discovery, then each connection found into both tables; (found, newly
 /// tracked), `None` when discovery failed (logged).
 fn discover_and_seed(socket: &Path, tracker: &mut Tracker, maps: &mut TrackedMaps) -> Option<(usize, usize)> {
-    let found = match discover::discover(socket, std::process::id()) {
-        Ok(f) => f,
-        Err(e) => {
-            warn!(error = %e, "discovering open connections to token-agent (sock_diag) failed");
-            return None;
-        }
-    };
+    discover_logged(socket).map(|found| seed(&found, tracker, maps))
+}
+
+/// Each connection `found` into both tables; (found, newly tracked).
+fn seed(found: &[discover::Found], tracker: &mut Tracker, maps: &mut TrackedMaps) -> (usize, usize) {
     let mut seeded = 0;
-    for f in &found {
+    for f in found {
         match maps.seed(f.pid, f.fd) {
             Ok(true) => {}
             Ok(false) => continue,
@@ -67,7 +83,7 @@ fn discover_and_seed(socket: &Path, tracker: &mut Tracker, maps: &mut TrackedMap
             seeded += 1;
         }
     }
-    Some((found.len(), seeded))
+    (found.len(), seeded)
 }
 
 /// The inode of the socket `tgid` holds as `fd`, if any.

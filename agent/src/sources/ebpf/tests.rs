@@ -708,11 +708,33 @@ fn exits_closes_and_revalidation_forget_connections() {
     tr.on_close((99, 3));
     assert_eq!(tr.connections(), 1);
     // /proc shows fd 3 of 98 as another socket now (a dup2 over it)
-    assert_eq!(tr.revalidate(|_| Some(77)), [(98, 3)]);
+    assert_eq!(tr.revalidate(|_| Some(77), |_| true), [(98, 3)]);
     assert_eq!(tr.connections(), 0);
     // a failed connect is not tracked
     tr.on_connect(&connect_event(-2), t(0), fake_describe(4242, "a"), None);
     assert_eq!(tr.connections(), 0);
+}
+
+#[test]
+fn an_unidentified_socket_stays_tracked_only_when_vouched_for() {
+    let mut tr = Tracker::new(ConnectionConfig::default());
+    // connects handled after their fds had gone: inode unknown
+    tr.on_connect(&connect_event(0), t(0), fake_describe(4242, "a"), None);
+    let mut other = connect_event(0);
+    other.fd = 9;
+    tr.on_connect(&other, t(0), fake_describe(4242, "a"), None);
+    assert_eq!(tr.connections(), 2);
+    // the periodic check (close probe attached) trusts what is at the fd
+    assert!(tr.revalidate(|_| Some(500), |_| true).is_empty());
+    let mut tr2 = Tracker::new(ConnectionConfig::default());
+    tr2.on_connect(&connect_event(0), t(0), fake_describe(4242, "a"), None);
+    tr2.on_connect(&other, t(0), fake_describe(4242, "a"), None);
+    // at a window's open: only the socket discovery found among the clients stays
+    let stale = tr2.revalidate(|(_, fd)| Some(if fd == 9 { 600 } else { 500 }), |inode| inode == 600);
+    assert_eq!(stale, [(4242, 7)]);
+    assert_eq!(tr2.connections(), 1);
+    // identified now: later checks compare inodes as usual
+    assert_eq!(tr2.revalidate(|_| Some(601), |_| true), [(4242, 9)]);
 }
 
 #[test]
