@@ -19,7 +19,7 @@ use crate::{
     format::LineParser,
     sources::{
         ebpf,
-        log_events::{self, LineCounter},
+        log_events::{self, LineCounter, LogOutput},
         proc, Health, SourceState,
     },
     state::{persist, Settings, SourcesSnapshot, State},
@@ -172,8 +172,10 @@ fn start_logs(
     let (p1, p2) = (parser()?, parser()?);
     let (r1, r2) = (state.log_position(LogKind::AccessLog).cloned(), state.log_position(LogKind::AppLog).cloned());
     let stop2 = stop.clone();
-    tasks.spawn(async move { log_events::run_access_log(&c1, p1, r1, tx, access, stop).await });
-    tasks.spawn(async move { log_events::run_app_log(&c2, p2, r2, tx2, app, stop2).await });
+    let out1 = LogOutput { tx, lines: access, stop };
+    let out2 = LogOutput { tx: tx2, lines: app, stop: stop2 };
+    tasks.spawn(async move { log_events::run_access_log(&c1, p1, r1, out1).await });
+    tasks.spawn(async move { log_events::run_app_log(&c2, p2, r2, out2).await });
     Ok(())
 }
 

@@ -51,9 +51,10 @@ const TOTAL: u64 = 16_000;
 const ROTATIONS: u64 = 5;
 /// How long the agent may take to catch up once the writer pauses or stops.
 const CATCH_UP: Duration = Duration::from_secs(30);
-/// After catching up, the count must hold still this long (longer than the
-/// tailer's 1 s fallback poll): a late duplicate would show here.
-const SETTLE: Duration = Duration::from_millis(1500);
+/// Appended after catching up: a line the agent counts as unparsed. Once it
+/// is counted, the tailer has read past everything before it, so a late
+/// re-read (a duplicate) would have shown in the parsed count by then.
+const SENTINEL: &str = "not an access-log record: the end of the test's writing\n";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -365,7 +366,8 @@ fn exported_parsed(rx: &Receiver) -> Option<u64> {
 }
 
 /// Waits until the agent has taken every line on disk and exported a span
-/// for each line it counted, then holds still for SETTLE. Returns its
+/// for each line it counted, then until a sentinel line appended after it
+/// is counted (as unparsed) with the parsed count unchanged. Returns its
 /// (parsed, unparsed) and the span ids of all runs so far.
 fn catch_up(
     what: &str,
@@ -394,10 +396,17 @@ fn catch_up(
             agent.log_text()
         )
     });
-    thread::sleep(SETTLE);
-    let now = lines(agent).expect("/metrics");
-    assert_eq!(now, (parsed, unparsed), "{what}: the count moved after catching up (a late re-read?)");
-    (now, ids)
+    OpenOptions::new()
+        .append(true)
+        .open(&rig.log)
+        .and_then(|mut f| f.write_all(SENTINEL.as_bytes()))
+        .expect("appending the sentinel");
+    let now = wait_for(&format!("{what}: the sentinel counted"), CATCH_UP, || {
+        lines(agent).filter(|&(_, u)| u > unparsed)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nagent log:\n{}", agent.log_text()));
+    assert_eq!(now, (parsed, unparsed + 1), "{what}: the count moved after catching up (a late re-read?)");
+    ((parsed, unparsed), ids)
 }
 
 /// Every id at most once; returns the distinct set.

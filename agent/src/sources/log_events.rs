@@ -64,20 +64,19 @@ fn start(kind: LogKind, resume: Option<LogPosition>, window: Duration, parser: A
     }
 }
 
-/// Follows the access log, sending a call per record, until `stop` (between batches).
-pub async fn run_access_log(
-    cfg: &Config,
-    parser: LineParser,
-    resume: Option<LogPosition>,
-    tx: mpsc::Sender<Event>,
-    lines: LineCounter,
-    stop: watch::Receiver<bool>,
-) {
+/// Where a log source's events and line counts go, and when it stops
+/// (between two batches).
+pub struct LogOutput {
+    pub tx: mpsc::Sender<Event>,
+    pub lines: LineCounter,
+    pub stop: watch::Receiver<bool>,
+}
+
+/// Follows the access log, sending a call per record.
+pub async fn run_access_log(cfg: &Config, parser: LineParser, resume: Option<LogPosition>, out: LogOutput) {
     let parser = Arc::new(parser);
-    let path: PathBuf = cfg.token_agent.access_log.clone();
     let start = start(LogKind::AccessLog, resume, BACKFILL, parser.clone());
     let mut procs = ProcessCache::default();
-    let health = lines.health.clone();
     let parse = move |line: &logs::Line, out: &mut Vec<Event>| match parser.parse(&line.text) {
         Ok(r) if r.time.is_some() || r.status.is_some() => {
             out.push(Event::Call(call(r, &mut procs)));
@@ -85,32 +84,31 @@ pub async fn run_access_log(
         }
         _ => false,
     };
-    let counted = move |parsed, unparsed| lines.count(LogKind::AccessLog, parsed, unparsed);
-    let lines = logs::Lines { parse, counted, stop };
-    logs::run_events(path, LogKind::AccessLog, start, Default::default(), lines, tx, health).await;
+    follow(cfg.token_agent.access_log.clone(), LogKind::AccessLog, start, parse, out).await;
 }
 
-/// Follows the app log, sending token-agent's error lines, until `stop`.
-pub async fn run_app_log(
-    cfg: &Config,
-    parser: LineParser,
-    resume: Option<LogPosition>,
-    tx: mpsc::Sender<Event>,
-    lines: LineCounter,
-    stop: watch::Receiver<bool>,
-) {
-    let path = cfg.token_agent.app_log.clone();
+/// Follows the app log, sending token-agent's error lines.
+pub async fn run_app_log(cfg: &Config, parser: LineParser, resume: Option<LogPosition>, out: LogOutput) {
     let start = start(LogKind::AppLog, resume, cfg.alert.error_window, Arc::new(parser));
-    let health = lines.health.clone();
     let parse = move |line: &logs::Line, out: &mut Vec<Event>| {
         if let Some(e) = app_log_error(&line.text) {
             out.push(Event::AgentError(AgentError { at: e.time.unwrap_or_else(SystemTime::now), message: e.message }));
         }
         true // every app-log line is "parsed"; only error lines become events
     };
-    let counted = move |parsed, unparsed| lines.count(LogKind::AppLog, parsed, unparsed);
+    follow(cfg.token_agent.app_log.clone(), LogKind::AppLog, start, parse, out).await;
+}
+
+/// Tails `path` with `parse`, counting each batch's lines once it is queued.
+async fn follow<P>(path: PathBuf, kind: LogKind, start: logs::Start, parse: P, out: LogOutput)
+where
+    P: FnMut(&logs::Line, &mut Vec<Event>) -> bool + Send,
+{
+    let LogOutput { tx, lines, stop } = out;
+    let health = lines.health.clone();
+    let counted = move |parsed, unparsed| lines.count(kind, parsed, unparsed);
     let lines = logs::Lines { parse, counted, stop };
-    logs::run_events(path, LogKind::AppLog, start, Default::default(), lines, tx, health).await;
+    logs::run_events(path, kind, start, Default::default(), lines, tx, health).await;
 }
 
 /// An access-log record as a call seen by `source="access_log"`.

@@ -177,30 +177,30 @@ pub(super) fn trampolines(pref: HookPreference) -> Result<Trampolines, String> {
     }
     let btf = btf_rs::Btf::from_file(VMLINUX_BTF).map_err(|e| format!("reading {VMLINUX_BTF}: {e}"))?;
     let arg_offsets = arg_offsets(&struct_members(&btf, "pt_regs")?, regs)?;
-    for p in PROBES {
-        if let Hook::Fentry(sc) | Hook::Fexit(sc) = p.hook {
-            let f = wrapper(sc);
-            let is_func = |ids: Vec<u32>| {
-                ids.into_iter().any(|id| matches!(btf.resolve_type_by_id(id), Ok(btf_rs::Type::Func(_))))
-            };
-            if !btf.resolve_ids_by_name(&f).is_ok_and(is_func) {
-                return Err(format!("kernel BTF has no function {f}"));
-            }
-            first_arg_is_struct(&btf, &f)?;
-        }
+    // each wrapper once (fentry and fexit may share one)
+    let wrappers: std::collections::BTreeSet<String> = PROBES
+        .iter()
+        .filter_map(|p| match p.hook {
+            Hook::Fentry(sc) | Hook::Fexit(sc) => Some(wrapper(sc)),
+            Hook::Tracepoint { .. } => None,
+        })
+        .collect();
+    for f in &wrappers {
+        first_arg_is_struct(&btf, f)?;
     }
     let btf = aya::Btf::from_sys_fs().map_err(|e| format!("reading {VMLINUX_BTF}: {e}"))?;
     Ok(Trampolines { btf, arg_offsets })
 }
 
-/// The program reads `regs->di` etc. through its argument; verifiers of
+/// `func` is a function in the kernel's BTF whose argument is a pointer to
+/// a complete struct. The program reads `regs->di` etc. through it; verifiers of
 /// kernels whose BTF has `struct pt_regs` only forward-declared in the
 /// wrapper's signature (5.10: "arg0 type FWD is not a struct") refuse any
 /// access to it.
 fn first_arg_is_struct(btf: &btf_rs::Btf, func: &str) -> Result<(), String> {
     use btf_rs::Type;
     let fwd = || format!("kernel BTF declares {func}'s argument as a pointer to an incomplete type");
-    let ids = btf.resolve_ids_by_name(func).map_err(|e| format!("{func} in kernel BTF: {e}"))?;
+    let ids = btf.resolve_ids_by_name(func).unwrap_or_default();
     let Some(Type::Func(f)) = ids.into_iter().filter_map(|id| btf.resolve_type_by_id(id).ok()).find(|t| matches!(t, Type::Func(_)))
     else {
         return Err(format!("kernel BTF has no function {func}"));
