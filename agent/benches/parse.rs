@@ -125,11 +125,15 @@ fn for_each_line(buf: &[u8], mut f: impl FnMut(&[u8])) {
     }
 }
 
-/// Parse + normalize every line, as the access-log source does (lossy UTF-8).
+/// Parse + normalize every line, as the access-log source does: validated
+/// UTF-8, decoded lossily only when invalid (`sources::logs::file`).
 fn parse_all(parser: &LineParser, buf: &[u8]) -> usize {
     let mut parsed = 0;
     for_each_line(buf, |raw| {
-        let line: Cow<str> = String::from_utf8_lossy(raw);
+        let line: Cow<str> = match std::str::from_utf8(raw) {
+            Ok(s) => Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(raw),
+        };
         if let Ok(r) = parser.parse(&line) {
             parsed += 1;
             black_box(r);

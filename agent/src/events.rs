@@ -95,6 +95,12 @@ impl GrpcStatus {
     /// Allocation-free: it runs once per access-log line.
     pub fn parse(s: &str) -> Option<Self> {
         let s = s.trim();
+        // The usual two, each a single integer compare.
+        match s {
+            "OK" => return Some(Self::OK),
+            "UNAVAILABLE" => return Some(Self::UNAVAILABLE),
+            _ => {}
+        }
         if let Ok(n) = s.parse::<u32>() {
             return Some(Self(n));
         }

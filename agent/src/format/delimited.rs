@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use memchr::memmem::Finder;
 
-use super::record::Field;
+use super::record::{trim, Field};
 use super::{ParseError, Sink};
 
 /// A validated delimited layout.
@@ -59,7 +59,7 @@ impl Delimited {
             };
             if !(self.collapse && field.is_empty()) {
                 match columns.next() {
-                    Some(Some(name)) => sink(Cow::Borrowed(name.as_str()), Cow::Borrowed(field.trim())),
+                    Some(Some(name)) => sink(Cow::Borrowed(name.as_str()), Cow::Borrowed(trim(field))),
                     Some(None) => {}
                     None => break,
                 }

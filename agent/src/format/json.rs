@@ -1,12 +1,14 @@
 //! JSON lines: one object per line. Top-level string, number and bool values
-//! become pairs (numbers in their JSON spelling); `null`, arrays and nested
-//! objects are skipped. Keys and values borrow the line unless escaped.
+//! become pairs (numbers in their JSON spelling, without trailing fraction
+//! zeros); `null`, arrays and nested objects are skipped. Keys and values
+//! borrow the line unless escaped.
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 
-use super::{ParseError, Sink};
+use super::{find_byte, ParseError, Sink};
 
 /// Feeds each top-level key/value pair of a JSON object line to `sink`.
 pub fn parse<'a>(line: &'a str, sink: &mut impl Sink<'a>) -> Result<(), ParseError> {
@@ -49,8 +51,11 @@ impl<'de, S: Sink<'de>> Visitor<'de> for ObjectVisitor<'_, S> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key_seed(Str)? {
-            if let Some(value) = map.next_value_seed(Scalar)? {
+        while let Some(key) = map.next_key_seed(Key)? {
+            // The value's text as serde_json validated it: no number is
+            // converted to binary and back.
+            let raw: &'de RawValue = map.next_value()?;
+            if let Some(value) = scalar(raw.get()).map_err(de::Error::custom)? {
                 (self.sink)(key, value);
             }
         }
@@ -89,61 +94,60 @@ impl<S> ObjectVisitor<'_, S> {
 }
 
 /// A key: borrowed from the line unless it had escapes.
-struct Str;
+struct Key;
 
-impl<'de> DeserializeSeed<'de> for Str {
+impl<'de> DeserializeSeed<'de> for Key {
     type Value = Cow<'de, str>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(Scalar).map(|v| v.unwrap_or(Cow::Borrowed("")))
+        d.deserialize_str(self)
     }
 }
 
-/// A value as text; `None` for null, arrays and objects.
-struct Scalar;
-
-impl<'de> DeserializeSeed<'de> for Scalar {
-    type Value = Option<Cow<'de, str>>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Scalar {
-    type Value = Option<Cow<'de, str>>;
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
+        f.write_str("a JSON string")
     }
     fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Borrowed(v)))
+        Ok(Cow::Borrowed(v))
     }
     fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Owned(v.to_owned())))
+        Ok(Cow::Owned(v.to_owned()))
     }
-    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Owned(v)))
+}
+
+/// A valid JSON value's text as pair text; `None` for null, arrays and objects.
+fn scalar(raw: &str) -> Result<Option<Cow<'_, str>>, serde_json::Error> {
+    Ok(match raw.as_bytes().first() {
+        Some(b'"') => {
+            let body = &raw[1..raw.len() - 1];
+            match find_byte(b'\\', body.as_bytes()) {
+                None => Some(Cow::Borrowed(body)),
+                Some(_) => Some(Cow::Owned(serde_json::from_str::<String>(raw)?)),
+            }
+        }
+        Some(b't' | b'f') => Some(Cow::Borrowed(raw)),
+        Some(b'-' | b'0'..=b'9') => Some(number(raw)),
+        _ => None,
+    })
+}
+
+/// A JSON number as text: `12`, `-3`, `12.5` as written, less trailing
+/// fraction zeros (`12.0` is `12`, so it still reads as an integer);
+/// exponent forms through `f64` (`1e3` is `1000`).
+fn number(raw: &str) -> Cow<'_, str> {
+    if raw.bytes().any(|b| b == b'e' || b == b'E') {
+        // Valid JSON, so it parses; `Display` for f64 is the shortest
+        // round-trip form, never exponent notation.
+        return Cow::Owned(raw.parse::<f64>().map_or_else(|_| raw.to_owned(), |v| v.to_string()));
     }
-    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Borrowed(if v { "true" } else { "false" })))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Owned(v.to_string())))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Owned(v.to_string())))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-        // `Display` for f64 is the shortest round-trip form, never exponent notation.
-        Ok(Some(Cow::Owned(v.to_string())))
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        IgnoredAny.visit_seq(seq).map(|_| None)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        IgnoredAny.visit_map(map).map(|_| None)
+    match raw.find('.') {
+        Some(dot) => {
+            let t = raw.trim_end_matches('0');
+            Cow::Borrowed(if t.len() == dot + 1 { &raw[..dot] } else { t })
+        }
+        None => Cow::Borrowed(raw),
     }
 }
 
@@ -164,6 +168,10 @@ mod tests {
                 r#"{"ts":1732543200.5,"pid":12,"neg":-3,"ok":true,"msg":"a\"b\u00e9","n":null,"arr":[1,{"x":2}],"obj":{"y":"z"}}"#
             ),
             [p("ts", "1732543200.5"), p("pid", "12"), p("neg", "-3"), p("ok", "true"), p("msg", "a\"bé")]
+        );
+        assert_eq!(
+            kv(r#"{"a":12.0,"b":-0.50,"c":1e3,"d":2.5E-1,"e":0,"f":10,"g":100.000100,"h":false}"#),
+            [p("a", "12"), p("b", "-0.5"), p("c", "1000"), p("d", "0.25"), p("e", "0"), p("f", "10"), p("g", "100.0001"), p("h", "false")]
         );
         assert_eq!(kv(" { } "), Vec::<(String, String)>::new());
     }

@@ -7,7 +7,7 @@ use memchr::memchr2;
 use nom::{character::complete::char, combinator::opt, sequence::preceded, Parser};
 
 use super::error::{finish, Kind, Located, PResult};
-use super::{ParseError, Sink};
+use super::{find_byte, ParseError, Sink};
 
 /// Byte classes: bit 0 = space, bit 1 = ends a key (space, `=`, `"`).
 const CLASS: [u8; 256] = {
@@ -56,9 +56,23 @@ fn quoted(i: &str) -> PResult<'_, (&str, bool)> {
     }
 }
 
+/// Up to the first space, TAB, CR or LF. SIMD over the long values (times,
+/// methods, ids) rather than [`scan`]'s byte loop.
 fn unquoted(i: &str) -> PResult<'_, &str> {
-    let end = scan(i, 1, false);
+    let b = i.as_bytes();
+    let end = find_space(b).unwrap_or(b.len());
+    // LF never occurs within a line the tailer splits, but `parse` takes any str.
+    let end = find_byte(b'\n', &b[..end]).unwrap_or(end);
     Ok((&i[end..], &i[..end]))
+}
+
+#[inline]
+fn find_space(b: &[u8]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(three) = memchr::arch::x86_64::sse2::memchr::Three::new(b' ', b'\t', b'\r') {
+        return three.find(b);
+    }
+    memchr::memchr3(b' ', b'\t', b'\r', b)
 }
 
 fn value(i: &str) -> PResult<'_, Cow<'_, str>> {

@@ -4,9 +4,8 @@
 //! with an empty value.
 use std::borrow::Cow;
 
-use memchr::memchr3_iter;
 
-use super::{ParseError, Sink};
+use super::{find_byte, ParseError, Sink};
 
 /// A slice of the line and whether it holds a backslash escape.
 #[derive(Clone, Copy)]
@@ -44,66 +43,74 @@ fn unescape_slow(text: &str) -> String {
     out
 }
 
-/// One field's bounds while scanning.
-#[derive(Default)]
-struct FieldScan {
-    start: usize,
-    /// The first unescaped `=`.
-    eq: Option<usize>,
-    key_escaped: bool,
-    value_escaped: bool,
-}
-
 /// Feeds each key/value pair of a TSKV line to `sink`.
 ///
-/// One SIMD pass over the line for TAB, `\` and `=` (a hand-written scanner,
-/// not nom combinators: this is the hot path, and per-field parser calls cost
-/// several times more).
+/// A hand-written scanner, not nom combinators: this is the hot path. One
+/// [`find_byte`] per field finds the next TAB (SIMD over long values); the
+/// short key is scanned byte by byte for its `=`; a value is searched for
+/// `\` only when it is handed over.
 pub fn parse<'a>(line: &'a str, sink: &mut impl Sink<'a>) -> Result<(), ParseError> {
     let b = line.as_bytes();
     let mut pairs = 0usize;
-    let mut f = FieldScan::default();
-    // Hits below this index are the char after a `\`: escaped. Skipping one
-    // byte is enough: TAB, `\` and `=` never occur inside a multi-byte char.
-    let mut escaped_until = 0;
-    for at in memchr3_iter(b'\t', b'\\', b'=', b).chain(std::iter::once(b.len())) {
-        if at < escaped_until && at < b.len() {
+    let (mut start, mut from) = (0, 0);
+    loop {
+        let end = find_byte(b'\t', &b[from..]).map_or(b.len(), |i| from + i);
+        if end < b.len() && escaped(&b[start..end]) {
+            from = end + 1;
             continue;
         }
-        match b.get(at) {
-            Some(b'\\') => {
-                if f.eq.is_none() {
-                    f.key_escaped = true;
-                } else {
-                    f.value_escaped = true;
-                }
-                escaped_until = at + 2;
-            }
-            Some(b'=') => {
-                f.eq.get_or_insert(at);
-            }
-            // TAB or end of line: the field is complete.
-            _ => {
-                let (key, value) = match f.eq {
-                    Some(eq) => (&line[f.start..eq], Some(&line[eq + 1..at])),
-                    None => (&line[f.start..at], None),
-                };
-                // A bare `tskv` marker and empty fields (`\t\t`) carry nothing.
-                let skip = value.is_none() && !f.key_escaped && (key == "tskv" || key.is_empty());
-                if !skip {
-                    let k = unescape(Raw { text: key, escaped: f.key_escaped });
-                    let v = value.map_or(Cow::Borrowed(""), |v| unescape(Raw { text: v, escaped: f.value_escaped }));
-                    sink(k, v);
-                    pairs += 1;
-                }
-                f = FieldScan { start: at + 1, ..FieldScan::default() };
-            }
+        // TAB is ASCII: both cuts are char boundaries.
+        if field(&line[start..end], sink) {
+            pairs += 1;
         }
+        if end == b.len() {
+            break;
+        }
+        (start, from) = (end + 1, end + 1);
     }
     if pairs == 0 {
         return Err(ParseError::NoPairs);
     }
     Ok(())
+}
+
+/// Whether the byte after `before` is escaped: `before` ends in an odd run
+/// of backslashes (an even run is escaped backslashes).
+#[inline]
+fn escaped(before: &[u8]) -> bool {
+    before.iter().rev().take_while(|&&c| c == b'\\').count() % 2 == 1
+}
+
+/// Splits one field on its first unescaped `=` and feeds it to `sink`;
+/// false for the fields that carry nothing (empty, a bare `tskv`).
+#[inline]
+fn field<'a>(text: &'a str, sink: &mut impl Sink<'a>) -> bool {
+    let b = text.as_bytes();
+    let (mut i, mut key_escaped) = (0, false);
+    let eq = loop {
+        match b.get(i) {
+            None => break None,
+            Some(b'=') => break Some(i),
+            // Skipping one byte is enough: `=` and `\` never occur inside a
+            // multi-byte char.
+            Some(b'\\') => {
+                key_escaped = true;
+                i += 2;
+            }
+            Some(_) => i += 1,
+        }
+    };
+    let key = Raw { text: &text[..eq.unwrap_or(b.len())], escaped: key_escaped };
+    let value = match eq {
+        Some(eq) => {
+            let v = &text[eq + 1..];
+            unescape(Raw { text: v, escaped: find_byte(b'\\', v.as_bytes()).is_some() })
+        }
+        None if !key_escaped && (key.text == "tskv" || key.text.is_empty()) => return false,
+        None => Cow::Borrowed(""),
+    };
+    sink(unescape(key), value);
+    true
 }
 
 /// The pairs of a TSKV line, in order.
