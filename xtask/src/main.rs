@@ -4,6 +4,7 @@ mod bench_agent;
 mod build;
 mod demo;
 mod deploy_check;
+mod fuzz;
 mod package;
 mod setup;
 mod test;
@@ -44,6 +45,8 @@ enum Task {
         #[arg(long)]
         agent_only: bool,
     },
+    /// The libFuzzer targets (agent/fuzz), each for a bounded time from its seeds.
+    Fuzz(fuzz::Args),
     /// Build the release binary and a Debian package (target/package/tokenwatch_*.deb).
     Package,
     /// The eBPF tests in qemu on Debian kernels (5.10, 6.1, 6.12, newest backports) and the host: one row per kernel.
@@ -60,6 +63,7 @@ fn main() -> std::process::ExitCode {
         Task::Demo(args) => demo::run(args),
         Task::Bench { agent_only: false } => bench::run(),
         Task::Bench { agent_only: true } => bench_agent::run(),
+        Task::Fuzz(args) => fuzz::run(args),
         Task::Package => package::run(),
         Task::VmTest(args) => vmtest::run(args),
     };

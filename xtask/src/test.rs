@@ -1,5 +1,7 @@
 //! `cargo xtask test`: every test, with the eBPF object embedded and the
-//! built binaries handed to the end-to-end tests; ends with one summary line.
+//! built binaries handed to the end-to-end tests, then (for the whole suite,
+//! not a filtered run) each fuzz target for a bounded time; ends with one
+//! summary line.
 use std::{
     io::{BufRead, BufReader},
     process::Stdio,
@@ -7,7 +9,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{build, package, setup, util};
+use crate::{build, fuzz, package, setup, util};
 
 /// The packages whose tests run. `cargo xtask vm-test` asks cargo for its test
 /// binaries with the same set, so that they are these very builds.
@@ -44,9 +46,34 @@ pub fn run(extra: &[String]) -> Result<()> {
         }
     }
     let status = child.wait()?;
+    // a filtered run is someone's inner loop: the fuzzers run with the whole suite
+    let fuzzed = if extra.is_empty() { Some(fuzz_all()) } else { None };
     println!("{passed} passed, {failed} failed, {ignored} skipped");
     if !status.success() || failed > 0 {
         bail!("tests failed ({status})");
+    }
+    match fuzzed {
+        Some(Err(e)) => Err(e),
+        Some(Ok(())) => {
+            println!("fuzz targets: {} × {}s, no failure", fuzz::TARGETS.len(), fuzz::TEST_SECONDS);
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+/// Every fuzz target for [`fuzz::TEST_SECONDS`]; all run even when one fails.
+fn fuzz_all() -> Result<()> {
+    let bins = fuzz::build()?;
+    let failed: Vec<&str> = fuzz::TARGETS
+        .iter()
+        .filter(|(name, max_len)| {
+            fuzz::fuzz(&bins.join(name), name, *max_len, fuzz::TEST_SECONDS).map_err(|e| eprintln!("{e:#}")).is_err()
+        })
+        .map(|(name, _)| *name)
+        .collect();
+    if !failed.is_empty() {
+        bail!("fuzz targets failed: {}", failed.join(", "));
     }
     Ok(())
 }
