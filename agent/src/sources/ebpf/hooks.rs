@@ -197,7 +197,7 @@ pub(super) fn trampolines(pref: HookPreference) -> Result<Trampolines, String> {
 /// kernels whose BTF has `struct pt_regs` only forward-declared in the
 /// wrapper's signature (5.10: "arg0 type FWD is not a struct") refuse any
 /// access to it.
-fn first_arg_is_struct(btf: &btf_rs::Btf, func: &str) -> Result<(), String> {
+pub(super) fn first_arg_is_struct(btf: &btf_rs::Btf, func: &str) -> Result<(), String> {
     use btf_rs::Type;
     let fwd = || format!("kernel BTF declares {func}'s argument as a pointer to an incomplete type");
     let ids = btf.resolve_ids_by_name(func).unwrap_or_default();
@@ -208,14 +208,16 @@ fn first_arg_is_struct(btf: &btf_rs::Btf, func: &str) -> Result<(), String> {
     let Ok(Type::FuncProto(proto)) = btf.resolve_chained_type(&f) else { return Err(fwd()) };
     let Some(arg) = proto.parameters.first() else { return Err(fwd()) };
     let mut t = btf.resolve_chained_type(arg).map_err(|_| fwd())?;
-    // the pointer, then any const/volatile/typedef, must end at a struct
+    // the pointer, then any modifiers the verifier skips too (typedef,
+    // const, volatile, restrict, type tags), must end at a struct
     for _ in 0..8 {
         t = match &t {
             Type::Struct(_) => return Ok(()),
             Type::Ptr(p) => btf.resolve_chained_type(p),
             Type::Const(c) => btf.resolve_chained_type(c),
-            Type::Volatile(v) => btf.resolve_chained_type(v),
+            Type::Volatile(v) | Type::Restrict(v) => btf.resolve_chained_type(v),
             Type::Typedef(d) => btf.resolve_chained_type(d),
+            Type::TypeTag(tag) => btf.resolve_chained_type(tag),
             _ => return Err(fwd()),
         }
         .map_err(|_| fwd())?;

@@ -120,3 +120,81 @@ fn error_messages_are_one_line() {
     assert!(EbpfError::NotBuilt.to_string().contains("cargo xtask build"));
     assert!(kernel_error("x", &io::Error::from_raw_os_error(libc::EPERM)).to_string().contains("EPERM"));
 }
+
+/// A BTF blob: header, types (ids from 1), strings.
+struct BtfBuilder {
+    types: Vec<u8>,
+    strings: Vec<u8>,
+}
+
+impl BtfBuilder {
+    fn new() -> Self {
+        Self { types: Vec::new(), strings: vec![0] }
+    }
+    fn name(&mut self, s: &str) -> u32 {
+        let off = self.strings.len() as u32;
+        self.strings.extend(s.as_bytes());
+        self.strings.push(0);
+        off
+    }
+    /// One `btf_type` (kind, vlen, size-or-type) plus its trailing words.
+    fn ty(&mut self, name: &str, kind: u32, vlen: u32, size_or_type: u32, extra: &[u32]) {
+        let name = if name.is_empty() { 0 } else { self.name(name) };
+        for w in [name, kind << 24 | vlen, size_or_type].iter().chain(extra) {
+            self.types.extend(w.to_le_bytes());
+        }
+    }
+    fn bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend(0xeb9f_u16.to_le_bytes());
+        out.extend([1, 0]); // version, flags
+        for w in [24, 0, self.types.len() as u32, self.types.len() as u32, self.strings.len() as u32] {
+            out.extend(w.to_le_bytes());
+        }
+        out.extend(&self.types);
+        out.extend(&self.strings);
+        out
+    }
+}
+
+#[test]
+fn wrapper_argument_must_reach_a_complete_struct_through_modifiers() {
+    const PTR: u32 = 2;
+    const STRUCT: u32 = 4;
+    const FWD: u32 = 7;
+    const TYPEDEF: u32 = 8;
+    const CONST: u32 = 10;
+    const RESTRICT: u32 = 11;
+    const FUNC: u32 = 12;
+    const PROTO: u32 = 13;
+    const TYPE_TAG: u32 = 18;
+    let mut b = BtfBuilder::new();
+    b.ty("pt_regs", STRUCT, 0, 168, &[]); // 1
+    b.ty("", PTR, 0, 1, &[]); // 2
+    let regs = b.name("regs");
+    b.ty("", PROTO, 1, 0, &[regs, 2]); // 3: long (struct pt_regs *regs)
+    b.ty("__x64_sys_plain", FUNC, 1, 3, &[]); // 4
+    b.ty("pt_regs", FWD, 0, 0, &[]); // 5: 5.10's view
+    b.ty("", PTR, 0, 5, &[]); // 6
+    b.ty("", PROTO, 1, 0, &[regs, 6]); // 7
+    b.ty("__x64_sys_fwd", FUNC, 1, 7, &[]); // 8
+    b.ty("user", TYPE_TAG, 0, 1, &[]); // 9
+    b.ty("", RESTRICT, 0, 9, &[]); // 10
+    b.ty("regs_t", TYPEDEF, 0, 10, &[]); // 11
+    b.ty("", CONST, 0, 11, &[]); // 12
+    b.ty("", PTR, 0, 12, &[]); // 13
+    b.ty("", PROTO, 1, 0, &[regs, 13]); // 14
+    b.ty("__x64_sys_modified", FUNC, 1, 14, &[]); // 15
+    b.ty("", PROTO, 0, 0, &[]); // 16: no argument
+    b.ty("__x64_sys_none", FUNC, 1, 16, &[]); // 17
+    let btf = btf_rs::Btf::from_bytes(&b.bytes()).expect("a valid BTF blob");
+
+    assert_eq!(hooks::first_arg_is_struct(&btf, "__x64_sys_plain"), Ok(()));
+    assert_eq!(hooks::first_arg_is_struct(&btf, "__x64_sys_modified"), Ok(()));
+    for f in ["__x64_sys_fwd", "__x64_sys_none"] {
+        let e = hooks::first_arg_is_struct(&btf, f).unwrap_err();
+        assert!(e.contains("incomplete type") && e.contains(f), "{e}");
+    }
+    let e = hooks::first_arg_is_struct(&btf, "__x64_sys_absent").unwrap_err();
+    assert_eq!(e, "kernel BTF has no function __x64_sys_absent");
+}
