@@ -48,6 +48,12 @@ pub struct OpenFile {
     pub last_growth: Instant,
     /// A static copy made by `copytruncate`: left as soon as it is drained.
     pub is_copy: bool,
+    /// Seen as what the path names (so a detach is a rotation we watched).
+    pub was_attached: bool,
+    /// When we first saw it detached after that: the rotation grace counts
+    /// from here too, not only from its last growth (a quiet log's writer
+    /// may write once more before it reopens the path).
+    pub detached_at: Option<Instant>,
 }
 
 impl OpenFile {
@@ -79,6 +85,8 @@ impl OpenFile {
             last_byte: None,
             last_growth,
             is_copy: false,
+            was_attached: false,
+            detached_at: None,
         })
     }
 
@@ -93,6 +101,11 @@ impl OpenFile {
                 self.last_byte = Some(b[0]);
             }
         }
+    }
+
+    /// Since when neither growth nor a detach has been seen.
+    pub fn quiet_since(&self) -> Instant {
+        self.detached_at.map_or(self.last_growth, |d| d.max(self.last_growth))
     }
 
     pub fn size(&self) -> io::Result<u64> {

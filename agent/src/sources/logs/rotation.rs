@@ -17,17 +17,16 @@ impl Tailer {
         let inode = Some((cur.id.dev, cur.id.ino));
         // A copy we have already drained (reached through the generations
         // after a resume) is not read again.
-        let copy =
-            rotated::find(&self.path, &cur.id, cur.offset, false, inode, now, max).filter(|(c, _)| !self.is_done(c));
+        let copy = rotated::find(&self.path, &cur.id, cur.offset, false, inode, now, max).filter(|c| !self.is_done(c));
         tracing::info!(path = %cur.path.display(), offset = cur.offset, from_copy = copy.is_some(), "log: file truncated, reading it again from the start");
         let next = match copy {
-            Some((mut c, gen)) => {
+            Some(mut c) => {
                 // The copy continues exactly where we were, partial line included.
                 c.is_copy = true;
                 c.seek(cur.offset);
                 c.committed = cur.committed;
                 std::mem::swap(&mut c.splitter, &mut cur.splitter);
-                Some((c, gen))
+                Some(c)
             }
             None => {
                 cur.finish(self.kind, out, &mut self.counters);
@@ -37,7 +36,7 @@ impl Tailer {
         if let Err(e) = cur.restart(now, max) {
             tracing::debug!(error = %e, "log: fingerprint after truncation");
         }
-        let Some((c, gen)) = next else {
+        let Some(c) = next else {
             self.cur = Some(cur);
             return;
         };
@@ -45,10 +44,10 @@ impl Tailer {
         // than the copy come first, the truncated original where it now sits
         // among them (renamed since), else last.
         let orig = (cur.id.dev, cur.id.ino);
-        let newer = gen.map(|g| rotated::newer_generations(&self.path, g, &[(c.id.dev, c.id.ino)], now, max));
+        let newer = rotated::newer_generations(&self.path, &c, &[(c.id.dev, c.id.ino)], now, max);
         let mut chain = Vec::new();
         let mut cur = Some(cur);
-        for n in self.fresh(newer.unwrap_or_default()) {
+        for n in self.fresh(newer) {
             match cur.take_if(|o| (n.id.dev, n.id.ino) == (o.id.dev, o.id.ino)) {
                 Some(o) => chain.push(o),
                 None if (n.id.dev, n.id.ino) == orig => {}
@@ -76,14 +75,14 @@ impl Tailer {
     }
 
     /// `cur` (about to be left) was rotated more than once since we opened
-    /// it (it is `NAME.N`, N ≥ 2 now): the generations between it and the
-    /// path come next, in generation order (replacing the same files already
-    /// pinned in the queue, none of which has been read yet).
+    /// it (it is `NAME.N` with N ≥ 2 now, or a dated name with newer dated
+    /// siblings): the generations between it and the path come next, oldest
+    /// first (replacing the same files already pinned in the queue, none of
+    /// which has been read yet).
     pub(super) fn queue_skipped_generations(&mut self, now: Instant) {
         let Some(cur) = self.cur.as_ref() else { return };
         let (dev, ino) = (cur.id.dev, cur.id.ino);
-        let Some(gen) = rotated::generation_of(&self.path, dev, ino).filter(|&g| g >= 2) else { return };
-        let newer = self.fresh(rotated::newer_generations(&self.path, gen, &[(dev, ino)], now, self.opts.max_line));
+        let newer = self.fresh(rotated::newer_generations(&self.path, cur, &[(dev, ino)], now, self.opts.max_line));
         if newer.is_empty() {
             return;
         }

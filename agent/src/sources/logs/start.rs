@@ -46,7 +46,11 @@ impl Tailer {
         let max = self.opts.max_line;
         match start {
             Start::Beginning => {}
-            Start::Resume(pos) => self.resume(pos, now),
+            Start::Resume(pos) => {
+                if !self.resume(&pos, now) {
+                    self.start = Some(Start::Resume(pos));
+                }
+            }
             Start::End => {
                 let Ok(mut o) = OpenFile::open(&self.path, now, max) else { return };
                 match o.size().and_then(|s| Probe::new(&o.file, s, max).last_line_start()) {
@@ -76,13 +80,16 @@ impl Tailer {
 
     /// Continue after a checkpoint: in the current file, or in the rotated
     /// file that holds it and then every newer generation; else discard it.
-    fn resume(&mut self, pos: LogPosition, now: Instant) {
+    /// False (nothing done) while neither the path nor a rotated file can be
+    /// looked at — a directory not mounted yet, a file not readable yet: the
+    /// checkpoint is kept and tried again, never discarded unseen.
+    fn resume(&mut self, pos: &LogPosition, now: Instant) -> bool {
         let max = self.opts.max_line;
         let mut current = OpenFile::open(&self.path, now, max).ok();
         if pos.kind != self.kind {
-            self.discard(&pos, "checkpoint is for another log");
+            self.discard(pos, "checkpoint is for another log");
             self.cur = current;
-            return;
+            return true;
         }
         if let Some(c) = current.as_mut() {
             if fingerprint::same_inode(&pos.file, c.id.dev, c.id.ino)
@@ -92,26 +99,28 @@ impl Tailer {
                 c.seek(pos.offset);
                 tracing::info!(path = %self.path.display(), offset = pos.offset, "log: resuming from checkpoint");
                 self.cur = current;
-                return;
+                return true;
             }
         }
         let cur_inode = current.as_ref().map(|c| (c.id.dev, c.id.ino));
         match rotated::find(&self.path, &pos.file, pos.offset, true, cur_inode, now, max) {
-            Some((mut old, gen)) => {
+            Some(mut old) => {
                 old.seek(pos.offset);
                 let mut seen = vec![(old.id.dev, old.id.ino)];
                 seen.extend(cur_inode);
-                let newer = gen.map(|g| rotated::newer_generations(&self.path, g, &seen, now, max)).unwrap_or_default();
+                let newer = rotated::newer_generations(&self.path, &old, &seen, now, max);
                 tracing::info!(path = %old.path.display(), offset = pos.offset, newer = newer.len(), "log: resuming from checkpoint in a rotated file");
                 self.cur = Some(old);
                 self.queue.extend(newer);
                 self.queue.extend(current);
             }
+            None if current.is_none() => return false,
             None => {
-                self.discard(&pos, "checkpoint matches no file (rotated away or rewritten)");
+                self.discard(pos, "checkpoint matches no file (rotated away or rewritten)");
                 self.cur = current;
             }
         }
+        true
     }
 
     fn discard(&mut self, pos: &LogPosition, why: &str) {

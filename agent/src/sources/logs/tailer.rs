@@ -6,9 +6,9 @@
 //! generations found on resume, or the truncated original after its copy),
 //! then whatever `path` names. `cur` is *attached* while `path` still names
 //! its inode; once detached (renamed, deleted, replaced) it is drained to the
-//! end and left only after it has not grown for `rotate_grace` (a writer may
-//! still be writing to it until it reopens the path); its final unterminated
-//! line is emitted then. Meanwhile each new file seen at the path is opened
+//! end and left only after it has neither grown nor been detached for
+//! `rotate_grace` (a writer may still be writing to it until it reopens the
+//! path); its final unterminated line is emitted then. Meanwhile each new file seen at the path is opened
 //! and queued ("pinned"), so a generation deleted before we get to it is
 //! still read. Holding files open also keeps their inode numbers from being
 //! reused while we read them.
@@ -100,7 +100,15 @@ impl Tailer {
             self.begin(start, now);
         }
         let mut err = None;
+        if self.start.is_some() {
+            // a checkpoint waits until its file can be looked at: nothing is
+            // read before (reading from 0 would repeat what it covers)
+            err = OpenFile::open(&self.path, now, self.opts.max_line).err();
+        }
         for _ in 0..64 {
+            if self.start.is_some() {
+                break;
+            }
             if self.cur.is_none() {
                 self.cur = match self.queue.pop_front() {
                     Some(next) => Some(next),
@@ -120,6 +128,11 @@ impl Tailer {
             self.pin_path(now);
             let attached = self.attached();
             let Some(cur) = self.cur.as_mut() else { break };
+            if attached {
+                (cur.was_attached, cur.detached_at) = (true, None);
+            } else if cur.was_attached && cur.detached_at.is_none() {
+                cur.detached_at = Some(now);
+            }
             match cur.read(&mut self.buf, self.kind, now, &mut budget, &mut out, &mut self.counters) {
                 Ok(ReadEnd::Eof) => {}
                 Ok(ReadEnd::Budget) => {
@@ -131,7 +144,7 @@ impl Tailer {
                     break;
                 }
             }
-            if attached || !(cur.is_copy || now.saturating_duration_since(cur.last_growth) >= self.opts.rotate_grace) {
+            if attached || !(cur.is_copy || now.saturating_duration_since(cur.quiet_since()) >= self.opts.rotate_grace) {
                 break;
             }
             cur.finish(self.kind, &mut out, &mut self.counters);

@@ -335,6 +335,7 @@ fn resume_after_copytruncate_reads_the_rest_from_the_copy() {
     assert_eq!(got, ["line 0001", "line 0002"]);
 }
 
+mod generations;
 mod model;
 
 #[test]
