@@ -152,6 +152,19 @@ pub fn find_start(
     Ok((if timed { hi } else { lo }, p.stats))
 }
 
+/// Whether the window may begin before this file: it is empty, or its
+/// first line with a time (among the first few) is at or after `cutoff`.
+pub fn reaches_before(
+    file: &File,
+    size: u64,
+    cutoff: SystemTime,
+    time_of: &dyn Fn(&str) -> Option<SystemTime>,
+    max_line: usize,
+) -> io::Result<bool> {
+    let mut p = Probe::new(file, size, max_line);
+    Ok(size == 0 || first_timed(&mut p, 0, size, time_of)?.is_some_and(|(t, _, _)| t >= cutoff))
+}
+
 /// From line start `s`, the first of up to [`PROBE_LINES`] lines with a time:
 /// (time, its start, the next line's start).
 fn first_timed(

@@ -57,6 +57,13 @@ pub fn siblings(path: &Path) -> Vec<(PathBuf, Option<u32>)> {
     out
 }
 
+/// The rotated generations that still exist, newest first: `NAME.1`,
+/// `NAME.2`, …, then dated names from the latest.
+pub fn newest_first(path: &Path) -> Vec<PathBuf> {
+    let (numbered, dated): (Vec<_>, Vec<_>) = siblings(path).into_iter().partition(|(_, g)| g.is_some());
+    numbered.into_iter().chain(dated.into_iter().rev()).map(|(p, _)| p).collect()
+}
+
 /// The rotated file holding `id` with more than `offset` bytes (or exactly
 /// `offset` when `allow_equal`), opened. `not` excludes an inode (the
 /// truncated original when looking for its copy).

@@ -62,18 +62,23 @@ impl Tailer {
                 self.cur = Some(o);
             }
             Start::Backfill { window, now: wall, time_of } => {
-                let Ok(mut o) = OpenFile::open(&self.path, now, max) else { return };
+                let Ok(current) = OpenFile::open(&self.path, now, max) else { return };
                 let cutoff = wall.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
-                match o.size().and_then(|s| backfill::find_start(&o.file, s, cutoff, &*time_of, max)) {
-                    Ok((at, st)) => {
-                        tracing::info!(path = %self.path.display(), offset = at, probes = st.probes, bytes_read = st.bytes_read, "log: backfill starts here");
-                        o.seek(at);
-                    }
-                    Err(e) => {
-                        tracing::warn!(path = %self.path.display(), error = %e, "log: backfill search failed, reading from the start")
+                // The window may begin before the last rotation: then the
+                // newest rotated generations hold its start (newest first).
+                let mut chain = Vec::new();
+                let mut file = Some(current);
+                let mut older = rotated::newest_first(&self.path).into_iter();
+                while let Some(mut o) = file.take() {
+                    let reaches_before = backfill_start(&mut o, cutoff, &*time_of, max);
+                    chain.push(o);
+                    if reaches_before && chain.len() <= MAX_BACKFILL_GENERATIONS {
+                        file = older.by_ref().find_map(|p| OpenFile::open(&p, now, max).ok());
                     }
                 }
-                self.cur = Some(o);
+                chain.reverse();
+                self.cur = Some(chain.remove(0));
+                self.queue.extend(chain);
             }
         }
     }
@@ -126,5 +131,25 @@ impl Tailer {
     fn discard(&mut self, pos: &LogPosition, why: &str) {
         self.counters.checkpoints_discarded += 1;
         tracing::warn!(path = %self.path.display(), ino = pos.file.ino, offset = pos.offset, "log: {why}; reading the current file from the beginning");
+    }
+}
+
+/// Rotated generations a backfill reads back into at most, besides the file.
+const MAX_BACKFILL_GENERATIONS: usize = 4;
+
+/// Seeks `o` to the first line in the window; true when the window may
+/// begin before it (the file starts inside the window, or is empty).
+fn backfill_start(o: &mut OpenFile, cutoff: SystemTime, time_of: &dyn Fn(&str) -> Option<SystemTime>, max: usize) -> bool {
+    let found = o.size().and_then(|s| Ok((backfill::find_start(&o.file, s, cutoff, time_of, max)?, s)));
+    match found {
+        Ok(((at, st), size)) => {
+            tracing::info!(path = %o.path.display(), offset = at, probes = st.probes, bytes_read = st.bytes_read, "log: backfill starts here");
+            o.seek(at);
+            at == 0 && backfill::reaches_before(&o.file, size, cutoff, time_of, max).unwrap_or(false)
+        }
+        Err(e) => {
+            tracing::warn!(path = %o.path.display(), error = %e, "log: backfill search failed, reading from the start");
+            false
+        }
     }
 }

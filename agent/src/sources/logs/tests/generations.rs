@@ -103,3 +103,31 @@ fn a_quiet_file_gets_the_whole_grace_after_it_is_rotated() {
     assert_eq!(texts(&t.poll_at(t1 + Duration::from_secs(3))), ["a2"]);
     assert_eq!(texts(&t.poll_at(t1 + Duration::from_secs(9))), ["b1"]);
 }
+
+#[test]
+fn backfill_reaches_into_the_generations_the_window_begins_in() {
+    let (_d, p) = setup();
+    let lines = |from: u64, to: u64| (from..to).map(|s| format!("ts={s}\n")).collect::<String>();
+    append(&gen(&p, 3), lines(700, 800).as_bytes());
+    append(&gen(&p, 2), lines(800, 900).as_bytes());
+    append(&gen(&p, 1), lines(900, 1000).as_bytes());
+    append(&p, lines(1000, 1010).as_bytes());
+    let time_of: TimeOf =
+        Arc::new(|l: &str| Some(UNIX_EPOCH + Duration::from_secs(l.strip_prefix("ts=")?.parse().ok()?)));
+    let backfill = |window: u64| Start::Backfill {
+        window: Duration::from_secs(window),
+        now: UNIX_EPOCH + Duration::from_secs(1010),
+        time_of: time_of.clone(),
+    };
+    let got = |start| texts(&tailer(&p, start).poll());
+    // the window begins in .2: .3 is not read, .2 from its middle on
+    let want: Vec<String> = (850..1010).map(|s| format!("ts={s}")).collect();
+    assert_eq!(got(backfill(160)), want);
+    // within the current file: nothing rotated is read
+    assert_eq!(got(backfill(5)), ["ts=1005", "ts=1006", "ts=1007", "ts=1008", "ts=1009"]);
+    // just rotated: the new file is empty, the window is in .1
+    fs::rename(gen(&p, 1), gen(&p, 4)).expect("rotate");
+    fs::rename(&p, gen(&p, 1)).expect("rotate");
+    File::create(&p).expect("create");
+    assert_eq!(got(backfill(3)), ["ts=1007", "ts=1008", "ts=1009"]);
+}
