@@ -37,6 +37,8 @@ enum Mode {
     RenameRecreate,
     /// `rotate 0` + `nocreate`: logrotate deletes, the writer recreates.
     DeleteRecreate,
+    /// `create` with `dateext` names (`access.log-20251125-1764079200`).
+    DateExt,
 }
 
 impl Mode {
@@ -46,6 +48,27 @@ impl Mode {
             Mode::CopyTruncate => "rotate 10\n    copytruncate",
             Mode::RenameRecreate => "rotate 10\n    nocreate",
             Mode::DeleteRecreate => "rotate 0\n    nocreate",
+            Mode::DateExt => "rotate 10\n    create\n    dateext\n    dateformat -%Y%m%d-%s",
+        }
+    }
+
+    /// Dated names have a resolution of one second: a second rotation in the
+    /// same second is refused by logrotate ("destination already exists").
+    fn min_rotation_gap(self) -> Duration {
+        if self == Mode::DateExt {
+            Duration::from_millis(1100)
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// The writer's pause after each 50 lines: slow enough for the
+    /// rotations to be spread over the writing.
+    fn pace(self) -> Duration {
+        if self == Mode::DateExt {
+            Duration::from_millis(25)
+        } else {
+            Duration::from_millis(2)
         }
     }
 }
@@ -135,7 +158,7 @@ impl Rig {
                 f.write_all(line(seq).as_bytes())?;
                 written.store(seq, Ordering::SeqCst);
                 if seq % 50 == 0 {
-                    thread::sleep(Duration::from_millis(2));
+                    thread::sleep(mode.pace());
                 }
             }
             Ok(())
@@ -143,15 +166,20 @@ impl Rig {
     }
 
     /// Runs `logrotate -f` ROTATIONS times, spread over the writer's progress.
-    fn rotator(&self) -> thread::JoinHandle<()> {
+    fn rotator(&self, mode: Mode) -> thread::JoinHandle<()> {
         let (bin, conf, state) = (logrotate_bin(), self.conf.clone(), self.state.clone());
         let (written, rotations, done) = (self.written.clone(), self.rotations.clone(), self.done.clone());
         thread::spawn(move || {
             let start = Instant::now();
+            let mut last: Option<Instant> = None;
             for k in 1..=ROTATIONS {
-                while written.load(Ordering::SeqCst) < k * TOTAL / (ROTATIONS + 1) && start.elapsed() < TIMEOUT {
+                while (written.load(Ordering::SeqCst) < k * TOTAL / (ROTATIONS + 1)
+                    || last.is_some_and(|l| l.elapsed() < mode.min_rotation_gap()))
+                    && start.elapsed() < TIMEOUT
+                {
                     thread::sleep(Duration::from_millis(1));
                 }
+                last = Some(Instant::now());
                 let out =
                     Command::new(&bin).arg("-f").arg("-s").arg(&state).arg(&conf).output().expect("run logrotate");
                 assert!(out.status.success(), "logrotate failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -246,7 +274,7 @@ fn assert_strictly_increasing(got: &[u64]) {
 
 fn exact(mode: Mode, restart: bool) {
     let rig = Rig::new(mode);
-    let (w, r) = (rig.writer(mode), rig.rotator());
+    let (w, r) = (rig.writer(mode), rig.rotator(mode));
     let (got, c) = read_core(&rig, restart, |_, got| got.len() as u64 >= TOTAL);
     w.join().expect("writer thread").expect("writer I/O");
     r.join().expect("rotator thread");
@@ -261,7 +289,7 @@ fn exact(mode: Mode, restart: bool) {
 
 fn copytruncate(restart: bool) {
     let rig = Rig::new(Mode::CopyTruncate);
-    let (w, r) = (rig.writer(Mode::CopyTruncate), rig.rotator());
+    let (w, r) = (rig.writer(Mode::CopyTruncate), rig.rotator(Mode::CopyTruncate));
     let (got, c) = read_core(&rig, restart, |t, _| {
         let size = fs::metadata(&rig.path).map(|m| m.len()).unwrap_or(0);
         rig.done.load(Ordering::SeqCst)
@@ -317,6 +345,16 @@ fn delete_and_writer_recreates_every_line_once() {
 }
 
 #[test]
+fn dateext_every_line_once() {
+    exact(Mode::DateExt, false);
+}
+
+#[test]
+fn dateext_with_a_restart() {
+    exact(Mode::DateExt, true);
+}
+
+#[test]
 fn copytruncate_no_duplicates_and_nothing_on_disk_missed() {
     copytruncate(false);
 }
@@ -337,7 +375,7 @@ fn driver_create_every_line_once() {
         let opts = DriverOptions { tail: options(), ..DriverOptions::default() };
         let driver =
             tokio::spawn(logs::run(rig.path.clone(), LogKind::AccessLog, Start::Beginning, opts, tx, health.clone()));
-        let (w, r) = (rig.writer(Mode::Create), rig.rotator());
+        let (w, r) = (rig.writer(Mode::Create), rig.rotator(Mode::Create));
         let mut got = Vec::new();
         let deadline = tokio::time::Instant::now() + TIMEOUT;
         while (got.len() as u64) < TOTAL {
