@@ -7,6 +7,9 @@ use std::{fmt, path::{Path, PathBuf}, time::Duration};
 use serde::{Deserialize, Deserializer};
 
 pub const DEFAULT_PATH: &str = "/etc/tokenwatch/config.toml";
+/// The longest `token_agent.backfill`: a week of access log is more than a
+/// rotated log holds; a longer value is a typo more likely than a wish.
+pub const MAX_BACKFILL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -40,6 +43,11 @@ pub struct TokenAgent {
     pub method: String,
     /// Protobuf field number of `expires_at` in the response.
     pub expires_at_field: u32,
+    /// First start without a checkpoint: how far back the access log is
+    /// read (the app log: at most `alert.error_window` of it); `0s` starts
+    /// both logs at their end. An extension of INTERFACE.md.
+    #[serde(deserialize_with = "duration")]
+    pub backfill: Duration,
 }
 
 impl Default for TokenAgent {
@@ -53,6 +61,7 @@ impl Default for TokenAgent {
             columns: None,
             method: "/yandex.cloud.priv.iam.v1.TokenAgent/GetToken".into(),
             expires_at_field: 2,
+            backfill: Duration::from_secs(12 * 3600),
         }
     }
 }
@@ -283,6 +292,13 @@ impl Config {
             "" | "grpc" | "http/protobuf" => {}
             other => return Err(format!("export.otlp_protocol must be \"grpc\" or \"http/protobuf\", got {other:?}")),
         }
+        if self.token_agent.backfill > MAX_BACKFILL {
+            return Err(format!(
+                "token_agent.backfill must be at most {} (\"0s\": no backfill), got {}",
+                humantime::format_duration(MAX_BACKFILL),
+                humantime::format_duration(self.token_agent.backfill)
+            ));
+        }
         if self.token_agent.log_format == LogFormat::Delimited && self.token_agent.columns.is_none() {
             return Err("token_agent.columns is required with log_format = \"delimited\"".into());
         }
@@ -365,6 +381,28 @@ mod tests {
         assert!(c.validated().unwrap_err().contains("token_agent.socket"));
         let c = Config::parse("[export]\notlp_protocol = \"http/json\"").unwrap();
         assert!(c.validated().unwrap_err().contains("otlp_protocol"));
+    }
+
+    #[test]
+    fn backfill_defaults_to_12h_parses_and_is_bounded() {
+        assert_eq!(Config::default().token_agent.backfill, Duration::from_secs(12 * 3600));
+        let c = Config::parse("[token_agent]\nbackfill = \"30m\"").unwrap().validated().unwrap();
+        assert_eq!(c.token_agent.backfill, Duration::from_secs(1800));
+        let c = Config::parse("[token_agent]\nbackfill = \"0s\"").unwrap().validated().unwrap();
+        assert_eq!(c.token_agent.backfill, Duration::ZERO);
+        let c = Config::parse("[token_agent]\nbackfill = \"7d\"").unwrap().validated().unwrap();
+        assert_eq!(c.token_agent.backfill, MAX_BACKFILL);
+        for bad in ["yesterday", "12", "-1h"] {
+            let e = Config::parse(&format!("[token_agent]\nbackfill = \"{bad}\"")).unwrap_err();
+            assert!(e.contains(bad) && e.contains("10h"), "{bad}: {e}");
+        }
+        let e = Config::parse("[token_agent]\nbackfill = 12").unwrap_err();
+        assert!(e.contains("duration"), "{e}");
+        // absurd: far past the bound, or past what a Duration holds — an error, never a panic
+        let c = Config::parse("[token_agent]\nbackfill = \"100y\"").unwrap();
+        let e = c.validated().unwrap_err();
+        assert!(e.contains("token_agent.backfill") && e.contains("7days"), "{e}");
+        assert!(Config::parse("[token_agent]\nbackfill = \"99999999999999999999h\"").is_err());
     }
 
     #[test]

@@ -91,7 +91,12 @@ impl GrpcStatus {
     }
 
     /// Parses a code name in any case and with `_`/`-`/camel-case spelling
-    /// (`UNAVAILABLE`, `Unavailable`, `DeadlineExceeded`) or a number (`14`).
+    /// (`UNAVAILABLE`, `Unavailable`, `DeadlineExceeded`) or a number of a
+    /// standard code (`0`–`16`). Other numbers are not a gRPC status (an
+    /// HTTP `200` in a `status` field): `None`, so that a log record's next
+    /// status alias may fill the field. Only logs are parsed here: the eBPF
+    /// path builds `GrpcStatus(n)` from the wire's `grpc-status` directly,
+    /// where an unknown code stays representable.
     /// Allocation-free: it runs once per access-log line.
     pub fn parse(s: &str) -> Option<Self> {
         let s = s.trim();
@@ -102,7 +107,7 @@ impl GrpcStatus {
             _ => {}
         }
         if let Ok(n) = s.parse::<u32>() {
-            return Some(Self(n));
+            return ((n as usize) < Self::NAMES.len()).then_some(Self(n));
         }
         let letters = |x: &'static str| x.bytes().filter(|b| *b != b'_');
         let given = || s.bytes().filter(u8::is_ascii_alphanumeric).map(|b| b.to_ascii_uppercase());
@@ -265,6 +270,11 @@ mod tests {
         assert_eq!(GrpcStatus::parse("deadline_exceeded"), Some(GrpcStatus::DEADLINE_EXCEEDED));
         assert_eq!(GrpcStatus::parse("ok"), Some(GrpcStatus::OK));
         assert_eq!(GrpcStatus::parse("bogus"), None);
+        // numbers are gRPC codes only within 0..=16: an HTTP status is none
+        assert_eq!(GrpcStatus::parse("16"), Some(GrpcStatus::UNAUTHENTICATED));
+        for s in ["17", "200", "503", "4294967295", "CODE_99", "-1"] {
+            assert_eq!(GrpcStatus::parse(s), None, "{s}");
+        }
         for i in 0..17 {
             assert_eq!(GrpcStatus::parse(&GrpcStatus(i).name()), Some(GrpcStatus(i)));
         }

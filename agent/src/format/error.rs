@@ -23,6 +23,9 @@ pub enum ParseError {
     UnknownFormat,
     #[error("no time, method or status field")]
     NoRecognizedFields,
+    /// A record the agent does not count as a call (see [`super::record::call`]).
+    #[error("no gRPC status: not a call (the agent skips it)")]
+    NotACall,
     #[error("delimited format needs a non-empty delimiter")]
     EmptyDelimiter,
     #[error("delimited format needs columns")]

@@ -24,10 +24,11 @@ pub use applog::{app_log_error, AppLogLine};
 pub use auto::{detect, Detected};
 pub use delimited::Delimited;
 pub use error::ParseError;
-pub use record::{method_matches, normalize, Field, Normalizer, Record};
+pub use record::{call, method_matches, normalize, Field, Normalizer, Record};
 pub use run::{read_line_bounded, run_parse, ReadLine};
 
-/// Lines longer than this (bytes, without the newline) are rejected.
+/// Lines longer than this (bytes, without the newline) are rejected by
+/// [`LineParser`]; the agent's tailer and `tokenwatch parse` cut them to it.
 pub const MAX_LINE: usize = 64 * 1024;
 
 /// The first `needle` in `hay`, for the short spans within one line.
@@ -137,6 +138,11 @@ impl LineParser {
         let mut n = Normalizer::new();
         self.parse_with(line, &mut |k, v| n.push(&k, v))?;
         n.finish()
+    }
+
+    /// `line` as a call the agent uses ([`call`]), else why not.
+    pub fn parse_call(&self, line: &str) -> Result<Record, ParseError> {
+        self.parse(line).and_then(call)
     }
 }
 

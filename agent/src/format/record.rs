@@ -197,6 +197,20 @@ impl Normalizer {
     }
 }
 
+/// The one rule of what the agent uses as a call, shared by the agent's
+/// access-log source and `tokenwatch parse` (so an offline check predicts
+/// the agent): a record needs a gRPC status. Without one it cannot tell a
+/// success from a failure: counted as a call of unknown status it would be
+/// an error (`UNDECODED`) and, paired with the same call seen by eBPF,
+/// override the status decoded there — a `time=… status=200` line (HTTP's
+/// status, see [`GrpcStatus::parse`]) would WARN on every call.
+pub fn call(r: Record) -> Result<Record, ParseError> {
+    if r.status.is_none() {
+        return Err(ParseError::NotACall);
+    }
+    Ok(r)
+}
+
 /// Trimmed and redacted: every exported string, not only `error`, since a
 /// token can land in any field.
 fn text(value: &str) -> String {
@@ -319,10 +333,31 @@ mod tests {
     }
 
     #[test]
+    fn an_http_status_is_not_a_grpc_status() {
+        // `status=200` is HTTP's: not CODE_200 (an error); the next alias fills the field
+        let r = rec(&[("status", "200"), ("grpc_code", "14")]).unwrap();
+        assert_eq!(r.status, Some(GrpcStatus::UNAVAILABLE));
+        let r = rec(&[("time", "1795615200"), ("status", "200")]).unwrap();
+        assert_eq!(r.status, None);
+    }
+
+    #[test]
     fn unparsed_without_time_method_status() {
         assert_eq!(rec(&[("pid", "1"), ("msg", "x"), ("token", "t1.x")]), Err(ParseError::NoRecognizedFields));
         assert_eq!(rec(&[]), Err(ParseError::NoRecognizedFields));
         assert_eq!(rec(&[("time", "not a time")]), Err(ParseError::NoRecognizedFields));
+    }
+
+    #[test]
+    fn a_call_needs_a_grpc_status() {
+        for pairs in [[("method", "GetToken"), ("pid", "7")], [("time", "1795615200"), ("status", "200")]] {
+            assert_eq!(call(rec(&pairs).unwrap()), Err(ParseError::NotACall), "{pairs:?}");
+        }
+        assert!(ParseError::NotACall.to_string().contains("no gRPC status"));
+        for pairs in [[("time", "1795615200"), ("status", "14")], [("status", "OK"), ("pid", "7")]] {
+            let r = rec(&pairs).unwrap();
+            assert_eq!(call(r.clone()), Ok(r), "{pairs:?}");
+        }
     }
 
     #[test]

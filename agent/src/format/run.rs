@@ -6,7 +6,7 @@ use memchr::memchr;
 use serde::Serialize;
 
 use super::time::format_rfc3339_millis;
-use super::{LineParser, ParseError, Record, MAX_LINE};
+use super::{LineParser, Record, MAX_LINE};
 use crate::config::LogFormat;
 
 /// What [`read_line_bounded`] read.
@@ -14,7 +14,9 @@ use crate::config::LogFormat;
 pub enum ReadLine {
     /// The line (without `\n`) is in the buffer.
     Line,
-    /// The line was longer than the limit: its `len` bytes were skipped.
+    /// The line was longer than the limit (`len` bytes): its first `limit`
+    /// bytes are in the buffer, the rest was skipped — the agent's tailer
+    /// cuts long lines the same way.
     TooLong { len: usize },
 }
 
@@ -37,11 +39,8 @@ pub fn read_line_bounded(r: &mut impl BufRead, buf: &mut Vec<u8>, limit: usize) 
             Some(i) => (&avail[..i], i + 1, true),
             None => (avail, avail.len(), false),
         };
-        if len + chunk.len() <= limit {
-            buf.extend_from_slice(chunk);
-        } else {
-            buf.clear();
-        }
+        let room = limit.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
         len += chunk.len();
         r.consume(used);
         if done {
@@ -97,9 +96,12 @@ impl<'a> From<&'a Record> for RecordJson<'a> {
 
 /// The `tokenwatch parse` command: each line of `input` → one JSON object on
 /// `out`; each bad line → `line N: <reason>` on `err` (never the content).
-/// Blank lines are skipped; lines over [`MAX_LINE`] are rejected; invalid
-/// UTF-8 is decoded lossily. `Ok(true)` when every line parsed (exit 0).
-/// An invalid delimited layout is an `InvalidInput` error.
+/// It judges lines as the agent does: lines over [`MAX_LINE`] are cut and
+/// their first [`MAX_LINE`] bytes parsed (with a `line N: cut …` note on
+/// `err`), invalid UTF-8 is decoded lossily, and a record is good only when
+/// it is a call the agent uses ([`LineParser::parse_call`]). Blank lines are
+/// skipped. `Ok(true)` when every line parsed (exit 0). An invalid
+/// delimited layout is an `InvalidInput` error.
 pub fn run_parse(
     format: LogFormat,
     delimiter: &str,
@@ -114,17 +116,14 @@ pub fn run_parse(
     let (mut buf, mut number, mut all) = (Vec::new(), 0u64, true);
     while let Some(read) = read_line_bounded(&mut input, &mut buf, MAX_LINE)? {
         number += 1;
-        let result = match read {
-            ReadLine::TooLong { len } => Err(ParseError::TooLong { len, limit: MAX_LINE }),
-            ReadLine::Line => {
-                let line = String::from_utf8_lossy(&buf);
-                if line.trim().is_empty() {
-                    continue;
-                }
-                parser.parse(&line)
-            }
-        };
-        match result {
+        if let ReadLine::TooLong { len } = read {
+            writeln!(err, "line {number}: cut: {len} bytes, the first {MAX_LINE} parsed (as the agent does)")?;
+        }
+        let line = String::from_utf8_lossy(&buf);
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parser.parse_call(&line) {
             Ok(record) => {
                 serde_json::to_writer(&mut out, &RecordJson::from(&record))?;
                 out.write_all(b"\n")?;
@@ -156,7 +155,8 @@ mod tests {
             \n\
             not a log line\n\
             {\"ts\":1795615200,\"code\":\"OK\"}\r\n\
-            msg=\"t1.unterminated\n";
+            msg=\"t1.unterminated\n\
+            method=GetToken pid=7\n";
         let (ok, out, err) = run(LogFormat::Auto, input);
         assert!(!ok);
         let lines: Vec<&str> = out.lines().collect();
@@ -167,7 +167,11 @@ mod tests {
                 r#"{"time":"2026-11-25T14:00:00.000Z","status":"OK"}"#,
             ]
         );
-        assert_eq!(err, "line 3: not json, tskv or logfmt\nline 5: unterminated quote at column 5\n");
+        assert_eq!(
+            err,
+            "line 3: not json, tskv or logfmt\nline 5: unterminated quote at column 5\n\
+             line 6: no gRPC status: not a call (the agent skips it)\n"
+        );
     }
 
     #[test]
@@ -180,14 +184,16 @@ mod tests {
     }
 
     #[test]
-    fn long_lines_and_invalid_utf8() {
+    fn long_lines_are_cut_like_the_agent_does_and_invalid_utf8_is_lossy() {
         let mut input = b"status=OK msg=".to_vec();
         input.extend(std::iter::repeat_n(b'x', MAX_LINE + 10));
         input.extend_from_slice(b"\nstatus=OK msg=\xff\xfe\n");
         let (ok, out, err) = run(LogFormat::Logfmt, &input);
-        assert!(!ok);
-        assert_eq!(err, format!("line 1: line too long ({} bytes, limit 65536)\n", MAX_LINE + 24));
-        assert_eq!(out, "{\"status\":\"OK\",\"error\":\"\u{fffd}\u{fffd}\"}\n");
+        assert!(ok, "the cut line's first 64 KiB parse: {err}");
+        assert_eq!(err, format!("line 1: cut: {} bytes, the first 65536 parsed (as the agent does)\n", MAX_LINE + 24));
+        let lines: Vec<&str> = out.lines().collect();
+        let prefix = format!("{{\"status\":\"OK\",\"error\":\"{}\"}}", "x".repeat(MAX_LINE - 14));
+        assert_eq!(lines, [prefix.as_str(), "{\"status\":\"OK\",\"error\":\"\u{fffd}\u{fffd}\"}"]);
     }
 
     #[test]
@@ -203,7 +209,7 @@ mod tests {
         assert_eq!(
             got,
             [
-                (ReadLine::TooLong { len: 6 }, String::new()),
+                (ReadLine::TooLong { len: 6 }, "abcd".into()),
                 (ReadLine::Line, "xy".into()),
                 (ReadLine::Line, String::new()),
                 (ReadLine::Line, "z".into()),

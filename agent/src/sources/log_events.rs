@@ -11,15 +11,18 @@ use std::{
 use opentelemetry::{metrics::Counter, KeyValue};
 use tokio::sync::{mpsc, watch};
 
+use super::app_log::{AppLogLines, Backlog};
+use super::log_notes::LineNotes;
 use super::{logs, proc, Health};
 use crate::{
     config::Config,
-    events::{AgentError, CallObserved, CallSource, Event, LogKind, LogPosition, Process},
-    format::{app_log_error, LineParser, Record},
+    events::{CallObserved, CallSource, Event, LogKind, LogPosition, Process},
+    format::{app_log_error, LineParser, ParseError, Record},
 };
 
-/// First start without a checkpoint: how far back the access log is read.
-pub const BACKFILL: Duration = Duration::from_secs(12 * 3600);
+#[cfg(test)]
+mod tests;
+
 /// Records older than this are not attributed through /proc: the pid may
 /// belong to another process by now.
 const LIVE_ATTRIBUTION: Duration = Duration::from_secs(300);
@@ -49,10 +52,11 @@ impl LineCounter {
 }
 
 /// Where a log resumes: the applied position, else (first start) a backfill
-/// window found by time.
+/// window found by time; no window, at the end.
 fn start(kind: LogKind, resume: Option<LogPosition>, window: Duration, parser: Arc<LineParser>) -> logs::Start {
     match resume {
         Some(p) => logs::Start::Resume(p),
+        None if window.is_zero() => logs::Start::End,
         None => logs::Start::Backfill {
             window,
             now: SystemTime::now(),
@@ -75,40 +79,51 @@ pub struct LogOutput {
 /// Follows the access log, sending a call per record.
 pub async fn run_access_log(cfg: &Config, parser: LineParser, resume: Option<LogPosition>, out: LogOutput) {
     let parser = Arc::new(parser);
-    let start = start(LogKind::AccessLog, resume, BACKFILL, parser.clone());
+    let start = start(LogKind::AccessLog, resume, cfg.token_agent.backfill, parser.clone());
     let mut procs = ProcessCache::default();
-    let parse = move |line: &logs::Line, out: &mut Vec<Event>| match parser.parse(&line.text) {
-        Ok(r) if r.time.is_some() || r.status.is_some() => {
-            out.push(Event::Call(call(r, &mut procs)));
-            true
-        }
-        _ => false,
+    let parse = move |line: &logs::Line, out: &mut Vec<Event>| {
+        let r = parser.parse_call(&line.text)?;
+        out.push(Event::Call(call(r, &mut procs)));
+        Ok(())
     };
     follow(cfg.token_agent.access_log.clone(), LogKind::AccessLog, start, parse, out).await;
 }
 
-/// Follows the app log, sending token-agent's error lines.
+/// Follows the app log, sending token-agent's error lines (see
+/// [`super::app_log`] for what a first start does with old ones).
 pub async fn run_app_log(cfg: &Config, parser: LineParser, resume: Option<LogPosition>, out: LogOutput) {
-    let start = start(LogKind::AppLog, resume, cfg.alert.error_window, Arc::new(parser));
+    let path = cfg.token_agent.app_log.clone();
+    // Errors older than error_window do not count: no need to read further back.
+    let window = cfg.alert.error_window.min(cfg.token_agent.backfill);
+    let mut errors = AppLogLines::new(if resume.is_none() { Backlog::of(&path) } else { None });
+    let start = start(LogKind::AppLog, resume, window, Arc::new(parser));
     let parse = move |line: &logs::Line, out: &mut Vec<Event>| {
-        if let Some(e) = app_log_error(&line.text) {
-            out.push(Event::AgentError(AgentError { at: e.time.unwrap_or_else(SystemTime::now), message: e.message }));
-        }
-        true // every app-log line is "parsed"; only error lines become events
+        out.extend(errors.event(line, SystemTime::now()).map(Event::AgentError));
+        Ok(()) // every app-log line is "parsed"; only error lines become events
     };
-    follow(cfg.token_agent.app_log.clone(), LogKind::AppLog, start, parse, out).await;
+    follow(path, LogKind::AppLog, start, parse, out).await;
 }
 
-/// Tails `path` with `parse`, counting each batch's lines once it is queued.
-async fn follow<P>(path: PathBuf, kind: LogKind, start: logs::Start, parse: P, out: LogOutput)
+/// Tails `path` with `parse`, counting each batch's lines once it is queued
+/// and noting the first damaged or unparsed ones ([`LineNotes`]).
+async fn follow<P>(path: PathBuf, kind: LogKind, start: logs::Start, mut parse: P, out: LogOutput)
 where
-    P: FnMut(&logs::Line, &mut Vec<Event>) -> bool + Send,
+    P: FnMut(&logs::Line, &mut Vec<Event>) -> Result<(), ParseError> + Send,
 {
     let LogOutput { tx, lines, stop } = out;
     let health = lines.health.clone();
     let counted = move |parsed, unparsed| lines.count(kind, parsed, unparsed);
+    let opts = logs::DriverOptions::default();
+    let mut notes = LineNotes::new(kind, path.clone(), opts.tail.max_line);
+    let parse = move |line: &logs::Line, out: &mut Vec<Event>| {
+        let result = parse(line, out);
+        notes.note(line, result.as_ref().err().map(|e| e as &dyn std::fmt::Display));
+        result.is_ok()
+    };
     let lines = logs::Lines { parse, counted, stop };
-    logs::run_events(path, kind, start, Default::default(), lines, tx, health).await;
+    let totals = logs::run_events(path, kind, start, opts, lines, tx, health.clone()).await;
+    // the final totals (the driver publishes them after each poll too)
+    health.set_tail_counters(&totals);
 }
 
 /// An access-log record as a call seen by `source="access_log"`.

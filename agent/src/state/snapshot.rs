@@ -83,6 +83,7 @@ impl Default for SourcesSnapshot {
             lost: 0,
             lines: None,
             unparsed: 0,
+            damage: None,
         };
         Self { ebpf: unknown.clone(), access_log: unknown.clone(), app_log: unknown }
     }

@@ -77,6 +77,7 @@ pub async fn run(
             health.set(state_of(&s), s.describe(&path));
             shown = Some(s);
         }
+        health.set_tail_counters(&tailer.counters());
         let position = tailer.position();
         if !lines.is_empty() || (position.is_some() && position != sent) {
             health.add_events(lines.len() as u64);

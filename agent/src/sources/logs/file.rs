@@ -195,17 +195,17 @@ impl OpenFile {
 }
 
 fn line(bytes: &[u8], end_offset: u64, cut: bool, kind: LogKind, id: &FileId, c: &mut Counters) -> Line {
-    let text = match std::str::from_utf8(bytes) {
-        Ok(s) => s.to_owned(),
+    let (text, invalid_utf8) = match std::str::from_utf8(bytes) {
+        Ok(s) => (s.to_owned(), false),
         Err(_) => {
             c.invalid_utf8_lines += 1;
-            String::from_utf8_lossy(bytes).into_owned()
+            (String::from_utf8_lossy(bytes).into_owned(), true)
         }
     };
     if cut {
         c.cut_lines += 1;
     }
-    Line { text, kind, file: id.clone(), end_offset }
+    Line { text, kind, file: id.clone(), end_offset, cut, invalid_utf8 }
 }
 
 /// Device and inode of what `path` names now, if it is a regular file.

@@ -89,6 +89,10 @@ pub struct Line {
     /// Offset just past this line's `\n` (or end of the file for the final
     /// unterminated line of a rotated-away file).
     pub end_offset: u64,
+    /// Longer than the limit: `text` is its first bytes.
+    pub cut: bool,
+    /// Not valid UTF-8: `text` is a lossy decoding.
+    pub invalid_utf8: bool,
 }
 
 impl Line {
