@@ -19,48 +19,17 @@
 //! After a restart with a checkpoint there is no backlog: the lines since the
 //! checkpoint were written while tokenwatch was down (usually seconds), and
 //! their undated errors are applied as current.
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::time::SystemTime;
 
-use super::logs::{rotated, Line};
+use super::backlog::{Backlog, Backlogged};
+use super::logs::Line;
 use crate::events::AgentError;
 use crate::format::app_log_error;
-
-/// The app log as it stood when a first start began: the file and its
-/// rotated generations (a backfill may read back into them), each with its
-/// size. Lines of those files ending at or before that size were written
-/// before the start.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Backlog {
-    /// (dev, ino, size)
-    pub files: Vec<(u64, u64, u64)>,
-}
-
-impl Backlog {
-    /// What `path` and its generations hold now (a `stat` each); `None` when
-    /// none is a regular file (then every line read later is new).
-    pub fn of(path: &Path) -> Option<Self> {
-        let paths = std::iter::once(path.to_path_buf()).chain(rotated::newest_first(path));
-        let files: Vec<_> = paths
-            .filter_map(|p| std::fs::metadata(p).ok().filter(|m| m.is_file()))
-            .map(|m| (m.dev(), m.ino(), m.len()))
-            .collect();
-        (!files.is_empty()).then_some(Self { files })
-    }
-
-    fn holds(&self, line: &Line) -> bool {
-        self.files.iter().any(|&(dev, ino, size)| line.file.dev == dev && line.file.ino == ino && line.end_offset <= size)
-    }
-}
 
 /// Turns app-log lines into token-agent errors. Pure but for a log line.
 #[derive(Debug)]
 pub struct AppLogLines {
-    /// Until the first line past it (files are read oldest first, each in
-    /// order; a rotation or a `copytruncate` moves on to another file or
-    /// restarts at 0).
-    backlog: Option<Backlog>,
+    backlog: Backlogged,
     /// Undated errors of the backlog, not applied.
     pub undated_skipped: u64,
 }
@@ -68,12 +37,12 @@ pub struct AppLogLines {
 impl AppLogLines {
     /// `backlog`: `Some` on a first start (see the module docs).
     pub fn new(backlog: Option<Backlog>) -> Self {
-        Self { backlog, undated_skipped: 0 }
+        Self { backlog: Backlogged::new(backlog), undated_skipped: 0 }
     }
 
     /// The error `line` reports, if any; `now` dates an undated one.
     pub fn event(&mut self, line: &Line, now: SystemTime) -> Option<AgentError> {
-        let old = self.in_backlog(line);
+        let old = self.backlog.holds(line);
         let e = app_log_error(&line.text)?;
         let at = match e.time {
             Some(t) => t,
@@ -91,16 +60,6 @@ impl AppLogLines {
             None => now,
         };
         Some(AgentError { at, message: e.message })
-    }
-
-    /// Whether `line` was written before the start; once a line is not,
-    /// no later one is.
-    fn in_backlog(&mut self, line: &Line) -> bool {
-        let old = self.backlog.as_ref().is_some_and(|b| b.holds(line));
-        if !old {
-            self.backlog = None;
-        }
-        old
     }
 }
 

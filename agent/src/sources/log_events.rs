@@ -11,7 +11,8 @@ use std::{
 use opentelemetry::{metrics::Counter, KeyValue};
 use tokio::sync::{mpsc, watch};
 
-use super::app_log::{AppLogLines, Backlog};
+use super::app_log::AppLogLines;
+use super::backlog::{Backlog, Backlogged};
 use super::log_notes::LineNotes;
 use super::{logs, proc, Health};
 use crate::{
@@ -79,14 +80,27 @@ pub struct LogOutput {
 /// Follows the access log, sending a call per record.
 pub async fn run_access_log(cfg: &Config, parser: LineParser, resume: Option<LogPosition>, out: LogOutput) {
     let parser = Arc::new(parser);
+    let path = cfg.token_agent.access_log.clone();
+    // A record without a time of its own is dated when read: right while
+    // following, wrong for one a first start reads back (it would make a
+    // client look freshly refreshed). Those are counted, not applied.
+    let mut backlog = Backlogged::new(if resume.is_none() { Backlog::of(&path) } else { None });
+    let mut undated_skipped = 0u64;
     let start = start(LogKind::AccessLog, resume, cfg.token_agent.backfill, parser.clone());
     let mut procs = ProcessCache::default();
     let parse = move |line: &logs::Line, out: &mut Vec<Event>| {
         let r = parser.parse_call(&line.text)?;
+        if backlog.holds(line) && r.time.is_none() {
+            undated_skipped += 1;
+            if undated_skipped == 1 {
+                tracing::info!(ino = line.file.ino, end_offset = line.end_offset, "access log: records without a time written before tokenwatch started are not applied (their age is unknown)");
+            }
+            return Ok(());
+        }
         out.push(Event::Call(call(r, &mut procs)));
         Ok(())
     };
-    follow(cfg.token_agent.access_log.clone(), LogKind::AccessLog, start, parse, out).await;
+    follow(path, LogKind::AccessLog, start, parse, out).await;
 }
 
 /// Follows the app log, sending token-agent's error lines (see

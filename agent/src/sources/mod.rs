@@ -1,6 +1,7 @@
 //! Sources of evidence: the eBPF probes, token-agent's logs, /proc.
 //! Each reports its own health for `/status` through a [`Health`] handle.
 pub mod app_log;
+pub mod backlog;
 pub mod ebpf;
 pub mod log_events;
 pub mod log_notes;

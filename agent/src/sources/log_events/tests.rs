@@ -30,12 +30,16 @@ struct Source {
 }
 
 fn spawn(kind: LogKind, cfg: Config, logged: Option<Logged>) -> Source {
+    let parser = LineParser::new(LogFormat::Auto, "|", &[]).expect("parser");
+    spawn_with(kind, cfg, parser, logged)
+}
+
+fn spawn_with(kind: LogKind, cfg: Config, parser: LineParser, logged: Option<Logged>) -> Source {
     let (tx, rx) = mpsc::channel(64);
     let (stop, stop_rx) = watch::channel(false);
     let health = Health::new(SourceState::Starting, "");
     let lines = LineCounter { counter: opentelemetry::global::meter("test").u64_counter("lines").build(), health: health.clone() };
     let out = LogOutput { tx, lines, stop: stop_rx };
-    let parser = LineParser::new(LogFormat::Auto, "|", &[]).expect("parser");
     let run = async move {
         match kind {
             LogKind::AccessLog => run_access_log(&cfg, parser, None, out).await,
@@ -122,6 +126,30 @@ async fn a_first_start_does_not_report_old_undated_app_log_errors_as_current() {
     let got = errors(&after);
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(got[0].0 == "undated, written after the start" && got[0].1 >= written, "{got:?}");
+    src.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_start_applies_no_undated_access_log_record_of_before_it() {
+    // a delimited layout without a time column: records carry no time
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("access.log");
+    let old = "1234|OK|r-old\n";
+    append(&path, old.as_bytes());
+    let mut cfg = Config::default();
+    cfg.token_agent.access_log = path.clone();
+    let columns = ["pid", "status", "request_id"].map(String::from);
+    let parser = LineParser::new(LogFormat::Delimited, "|", &columns).expect("parser");
+    let mut src = spawn_with(LogKind::AccessLog, cfg, parser, None);
+    let caught_up = src.until_offset(old.len() as u64).await;
+    let new = "1234|OK|r-new\n";
+    append(&path, new.as_bytes());
+    let after = src.until_offset((old.len() + new.len()) as u64).await;
+    let ids = |evs: &[Event]| -> Vec<String> {
+        evs.iter().filter_map(|e| if let Event::Call(c) = e { c.request_id.clone() } else { None }).collect()
+    };
+    assert_eq!(ids(&caught_up), Vec::<String>::new(), "an undated record of before the start would look like a refresh now");
+    assert_eq!(ids(&after), ["r-new"]);
     src.stop().await;
 }
 
