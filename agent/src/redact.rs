@@ -11,11 +11,12 @@ pub const REDACTED: &str = "<redacted>";
 
 /// IAM tokens (`t1.<payload>.<86-char signature>`), and — since the prefix
 /// may change — any `<letter><digit>.<8+ chars>.<40+ chars>` base64url shape.
-/// `=` padding may be escaped as `\=` (a TSKV line quoted verbatim).
+/// `=` padding may be escaped as `\=` (a TSKV line quoted verbatim) or
+/// percent-encoded as `%3D` (a token in a logged URL's query).
 static TOKEN: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(concat!(
-        r"t1\.[A-Za-z0-9_-]+(?:\\?=)*\.[A-Za-z0-9_-]{86}(?:\\?=)*",
-        r"|[a-z][0-9]\.[A-Za-z0-9_-]{8,}(?:\\?=)*\.[A-Za-z0-9_-]{40,}(?:\\?=)*",
+        r"t1\.[A-Za-z0-9_-]+(?:\\?=|%3[dD])*\.[A-Za-z0-9_-]{86}(?:\\?=|%3[dD])*",
+        r"|[A-Za-z][0-9]\.[A-Za-z0-9_-]{8,}(?:\\?=|%3[dD])*\.[A-Za-z0-9_-]{40,}(?:\\?=|%3[dD])*",
     ))
     .expect("token pattern is valid")
 });
@@ -71,6 +72,10 @@ mod tests {
         assert_eq!(redact(&format!("k={future}")), "k=<redacted>");
         let other = format!("v9.{}=.{}", "x".repeat(120), "-_".repeat(30));
         assert_eq!(redact(&other), REDACTED);
+        // in a logged URL: padding percent-encoded
+        let url = format!("GET /v1/x?iam_token=t1.abc%3D%3D.{sig86}%3d&y=1 failed");
+        assert_eq!(redact(&url), "GET /v1/x?iam_token=<redacted>&y=1 failed");
+        assert_eq!(redact(&format!("T7.{}.{}", "Q".repeat(12), "r".repeat(40))), REDACTED);
     }
 
     #[test]

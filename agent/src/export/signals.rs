@@ -8,7 +8,7 @@ use std::{
 };
 
 use opentelemetry::{
-    metrics::{Counter, Histogram, Meter, MeterProvider as _},
+    metrics::{Counter, Histogram, MeterProvider as _},
     trace::{Span as _, SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _},
     Context, KeyValue,
 };
@@ -49,7 +49,7 @@ pub struct Signals {
 impl Signals {
     pub fn new(t: &Telemetry, socket: &str, latest: SharedSnapshot) -> Self {
         let meter = t.meter_provider.meter("tokenwatch");
-        register_gauges(&meter, latest);
+        super::gauges::register(&meter, latest);
         Self {
             tracer: t.tracer_provider.as_ref().map(|p| p.tracer("tokenwatch")),
             connect_errors: meter
@@ -131,7 +131,8 @@ impl Signals {
 
 impl Signals {
     fn record_call(&self, c: &CallObserved) {
-        let status = c.status.map_or_else(|| "UNKNOWN".to_string(), |s| s.name());
+        // not "UNKNOWN": that is gRPC code 2, a real answer
+        let status = crate::state::status_label(c.status);
         let client = KeyValue::new("client", c.process.client().to_string());
         let process = KeyValue::new("process", c.process.name().to_string());
         self.calls.add(
@@ -205,61 +206,5 @@ impl Signals {
         let (t, ctx) = spans.get(&pid)?;
         let d = if *t > at { t.duration_since(at) } else { at.duration_since(*t) }.ok()?;
         (d <= Duration::from_secs(1)).then(|| ctx.clone())
-    }
-}
-
-fn register_gauges(meter: &Meter, latest: SharedSnapshot) {
-    let snap = latest.clone();
-    meter
-        .i64_observable_gauge(names::ALERT_LEVEL)
-        .with_description("Alert level: 0 OK, 1 WARN, 2 CRIT; without `client` for the host")
-        .with_callback(move |o| {
-            let guard = snap.read().unwrap_or_else(|p| p.into_inner());
-            let Some(s) = guard.as_ref() else { return };
-            o.observe(s.level.as_gauge(), &[]);
-            for c in &s.clients {
-                o.observe(
-                    c.level.as_gauge(),
-                    &[KeyValue::new("client", c.client.clone()), KeyValue::new("process", c.process.clone())],
-                );
-            }
-        })
-        .build();
-    let snap = latest.clone();
-    meter
-        .f64_observable_gauge(names::REFRESH_OVERDUE)
-        .with_unit("s")
-        .with_description("How long past refresh_at a client's token has not been refreshed")
-        .with_callback(move |o| each_client(&snap, |c, labels| o.observe(c.overdue_seconds, labels)))
-        .build();
-    let snap = latest.clone();
-    meter
-        .f64_observable_gauge(names::EXPIRY_REMAINING)
-        .with_unit("s")
-        .with_description("Time until a client's token expires (negative once expired)")
-        .with_callback(move |o| {
-            each_client(&snap, |c, labels| {
-                if let Some(r) = c.expiry_remaining_seconds {
-                    o.observe(r, labels)
-                }
-            })
-        })
-        .build();
-    meter
-        .u64_observable_counter(names::EBPF_EVENTS_LOST)
-        .with_description("eBPF records dropped because the ring buffer was full")
-        .with_callback(move |o| {
-            let guard = latest.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(s) = guard.as_ref() {
-                o.observe(s.sources.ebpf.lost, &[]);
-            }
-        })
-        .build();
-}
-
-fn each_client(latest: &SharedSnapshot, mut f: impl FnMut(&crate::state::ClientSnapshot, &[KeyValue])) {
-    let guard = latest.read().unwrap_or_else(|p| p.into_inner());
-    for c in guard.iter().flat_map(|s| &s.clients).filter(|c| c.last_success.is_some()) {
-        f(c, &[KeyValue::new("client", c.client.clone()), KeyValue::new("process", c.process.clone())]);
     }
 }

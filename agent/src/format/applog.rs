@@ -61,23 +61,34 @@ fn structured(line: &str) -> Option<Option<AppLogLine>> {
             _ => {}
         }
     };
-    let ok = match detect(line)? {
+    let parsed = match detect(line)? {
         Detected::Json => json::parse(line, &mut sink),
         Detected::Tskv => tskv::parse(line, &mut sink),
         Detected::Logfmt => logfmt::parse(line, &mut sink),
+    }
+    .is_ok();
+    let message = match (msg.as_deref().map(str::trim), err.as_deref().map(str::trim)) {
+        (Some(m), Some(e)) if !m.is_empty() && !e.is_empty() => format!("{m}: {e}"),
+        (Some(m), _) if !m.is_empty() => m.to_owned(),
+        (_, Some(e)) => e.to_owned(),
+        _ => String::new(),
     };
-    ok.ok()?;
-    let level = level(lvl?.trim())?;
-    Some(level.map(|level| {
-        let message = match (msg.as_deref().map(str::trim), err.as_deref().map(str::trim)) {
-            (Some(m), Some(e)) if !m.is_empty() && !e.is_empty() => format!("{m}: {e}"),
-            (Some(m), _) if !m.is_empty() => m.to_owned(),
-            (_, Some(e)) => e.to_owned(),
-            _ => String::new(),
-        };
-        AppLogLine { time, level, message: finish_message(&message) }
-    }))
+    let from_field = lvl.and_then(|l| level(l.trim()));
+    if !parsed {
+        // A structured line that does not parse (malformed, or cut inside
+        // a quote): what was read before the error, else the plain-text
+        // reading's level and time — never the rest of the line as the
+        // message: it may hold any key (an api_key=…), not only msg/err.
+        let p = plain(line).flatten();
+        let Some(level) = from_field.unwrap_or(p.as_ref().map(|p| p.level)) else { return Some(None) };
+        let message = if message.is_empty() { UNPARSABLE.to_owned() } else { finish_message(&message) };
+        return Some(Some(AppLogLine { time: time.or(p.and_then(|p| p.time)), level, message }));
+    }
+    Some(from_field?.map(|level| AppLogLine { time, level, message: finish_message(&message) }))
 }
+
+/// The message of an error line whose structure could not be read.
+const UNPARSABLE: &str = "(a structured line that does not parse)";
 
 /// glog: `Lmmdd hh:mm:ss.uuuuuu threadid file:line] msg`, `L` in `IWEF`.
 fn glog(line: &str) -> Option<Option<AppLogLine>> {
@@ -235,6 +246,18 @@ mod tests {
         ] {
             assert_eq!(app_log_error(s), None, "{s:?}");
         }
+    }
+
+    #[test]
+    fn a_broken_structured_line_never_gives_its_raw_rest_as_the_message() {
+        // cut inside a quote (the 64 KiB limit) or simply malformed
+        let key = "AQVNsecretsecretsecret";
+        let l = err(&format!(r#"level=error msg="x" api_key={key} note="unterminated"#));
+        assert_eq!(l.message, "x", "the pairs read before the error, nothing else");
+        let l = err(&format!(r#"2026-11-25T14:00:00Z ERROR api_key={key} note="unterminated"#));
+        assert!(!l.message.contains(key), "{}", l.message);
+        let l = err(&format!(r#"{{"api_key":"{key}","level":"error","msg":"cut"#));
+        assert!(!l.message.contains(key), "{}", l.message);
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub struct TokenAgentSnapshot {
     pub errors_in_window: BTreeMap<String, u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ClientSnapshot {
     pub pid: u32,
     pub process: String,

@@ -22,8 +22,9 @@ impl Entry {
     }
 }
 
-/// What a dynamic index resolves to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a dynamic index resolves to. `Debug` shows an entry's name and its
+/// value's length only (a value may be an `authorization` header).
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Lookup<'a> {
     /// An entry inserted while we were watching (name `None` if its name
     /// was itself an unknown reference).
@@ -35,6 +36,20 @@ pub enum Lookup<'a> {
     Unknown,
     /// Beyond every entry the table can hold: the peer (or our model) is wrong.
     Invalid,
+}
+
+impl std::fmt::Debug for Lookup<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lookup::Entry { name, value } => f
+                .debug_struct("Entry")
+                .field("name", &name.map(String::from_utf8_lossy))
+                .field("value_len", &value.len())
+                .finish(),
+            Lookup::Unknown => f.write_str("Unknown"),
+            Lookup::Invalid => f.write_str("Invalid"),
+        }
+    }
 }
 
 /// Newest entry first. Known entries are exactly the inserts seen since the
@@ -202,6 +217,14 @@ mod tests {
 
     fn b(s: &str) -> Box<[u8]> {
         s.as_bytes().into()
+    }
+
+    #[test]
+    fn debug_shows_names_and_value_lengths_only() {
+        let mut t = DynamicTable::new(4096);
+        t.insert(Some(b("authorization")), b("Bearer t1.SECRET"));
+        let debug = format!("{:?}", t.get(0));
+        assert_eq!(debug, r#"Entry { name: Some("authorization"), value_len: 16 }"#);
     }
 
     #[test]

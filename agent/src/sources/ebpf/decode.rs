@@ -14,8 +14,10 @@ use tracing::warn;
 
 use crate::events::{ConnectObserved, Process};
 
-/// One record from the kernel. `Data` borrows its payload from the ring.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// One record from the kernel. `Data` borrows its payload from the ring;
+/// its `Debug` shows the payload's length only (it is what a client and
+/// token-agent sent each other: the token too).
+#[derive(Clone, Copy, PartialEq)]
 pub(super) enum Record<'a> {
     Connect(ConnectEvent),
     Data {
@@ -28,6 +30,21 @@ pub(super) enum Record<'a> {
         event: ProcessEvent,
         exec: bool,
     },
+}
+
+impl std::fmt::Debug for Record<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Record::Connect(ev) => f.debug_tuple("Connect").field(ev).finish(),
+            Record::Data { head, payload } => {
+                f.debug_struct("Data").field("head", head).field("payload_len", &payload.len()).finish()
+            }
+            Record::Close(ev) => f.debug_tuple("Close").field(ev).finish(),
+            Record::ProcessGone { event, exec } => {
+                f.debug_struct("ProcessGone").field("event", event).field("exec", exec).finish()
+            }
+        }
+    }
 }
 
 /// Why a ring-buffer record was not turned into a [`Record`].

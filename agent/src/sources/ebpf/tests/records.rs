@@ -30,6 +30,9 @@ fn parses_data_close_and_process_records() {
     let bytes = data_record(direction::RX, 10, b"hello", 1);
     let Ok(Record::Data { head, payload }) = decode::parse(&bytes) else { panic!("not data") };
     assert_eq!((head.stream_off, head.direction, payload), (10, direction::RX, &b"hello"[..]));
+    let secret = data_record(direction::RX, 0, b"t1.SECRET-TOKEN-BYTES", 1);
+    let debug = format!("{:?}", decode::parse(&secret).expect("data"));
+    assert!(!debug.contains("SECRET") && !debug.contains("83, 69, 67") && debug.contains("payload_len: 21"), "{debug}");
 
     let close = CloseEvent { header: header(EventKind::Close, size_of::<CloseEvent>(), 1), fd: 9, _pad: 0 };
     assert_eq!(decode::parse(&bytes_of(&close)), Ok(Record::Close(close)));
