@@ -44,6 +44,27 @@ pub struct Signals {
     socket: String,
     /// The latest client-side call span per pid, to parent the access log's server span.
     client_spans: Mutex<HashMap<u32, (SystemTime, SpanContext)>>,
+    /// `rpc.method` metric values: any local client can send any path, and
+    /// each new one would be a new series on every backend.
+    methods: BoundedLabels,
+}
+
+/// A label's values, the first `MAX` distinct ones as they are, any later
+/// one as `other`.
+#[derive(Default)]
+struct BoundedLabels(Mutex<std::collections::HashSet<String>>);
+
+impl BoundedLabels {
+    const MAX: usize = 32;
+
+    fn label(&self, value: &str) -> String {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.contains(value) || seen.len() < Self::MAX {
+            seen.insert(value.to_owned());
+            return value.to_owned();
+        }
+        "other".to_owned()
+    }
 }
 
 impl Signals {
@@ -72,6 +93,7 @@ impl Signals {
                 .build(),
             socket: socket.to_string(),
             client_spans: Mutex::new(HashMap::new()),
+            methods: BoundedLabels::default(),
         }
     }
 
@@ -133,19 +155,22 @@ impl Signals {
     fn record_call(&self, c: &CallObserved) {
         // not "UNKNOWN": that is gRPC code 2, a real answer
         let status = crate::state::status_label(c.status);
+        // a code outside gRPC's 0..=16 is any number a peer sent: one label for all
+        let status_metric =
+            if c.status.is_some_and(|s| s.0 > 16) { "CODE_OTHER".to_string() } else { status.clone() };
         let client = KeyValue::new("client", c.process.client().to_string());
         let process = KeyValue::new("process", c.process.name().to_string());
         self.calls.add(
             1,
-            &[KeyValue::new("status", status.clone()), KeyValue::new("source", c.source.as_str()), client.clone(), process.clone()],
+            &[KeyValue::new("status", status_metric.clone()), KeyValue::new("source", c.source.as_str()), client.clone(), process.clone()],
         );
         let method = c.method.clone().unwrap_or_else(|| "unknown".into());
         if let (Some(d), CallSource::Ebpf) = (c.duration, c.source) {
             self.duration.record(
                 d.as_secs_f64(),
                 &[
-                    KeyValue::new("rpc.method", method.trim_start_matches('/').to_string()),
-                    KeyValue::new("rpc.response.status_code", status.clone()),
+                    KeyValue::new("rpc.method", self.methods.label(method.trim_start_matches('/'))),
+                    KeyValue::new("rpc.response.status_code", status_metric),
                     client,
                     process,
                 ],
@@ -206,5 +231,20 @@ impl Signals {
         let (t, ctx) = spans.get(&pid)?;
         let d = if *t > at { t.duration_since(at) } else { at.duration_since(*t) }.ok()?;
         (d <= Duration::from_secs(1)).then(|| ctx.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_bounded() {
+        let l = BoundedLabels::default();
+        for i in 0..BoundedLabels::MAX {
+            assert_eq!(l.label(&format!("m{i}")), format!("m{i}"));
+        }
+        assert_eq!(l.label("one/too/many"), "other");
+        assert_eq!(l.label("m0"), "m0", "a value seen before keeps its label");
     }
 }
