@@ -286,7 +286,8 @@ impl Owner {
                 _ = tick.tick() => self.watch_exits(signals),
             }
             self.publish(sources, latest);
-            let (next_refresh_at, failing) = self.state.capture_inputs(SystemTime::now());
+            let overdue_max = ebpf::WindowPolicy::default().refresh_overdue_max;
+            let (next_refresh_at, failing) = self.state.capture_inputs(SystemTime::now(), overdue_max);
             hints.send_if_modified(|h| {
                 let new = ebpf::CaptureHint { next_refresh_at, failing };
                 let changed = *h != new;

@@ -146,8 +146,11 @@ pub fn call(r: Record, procs: &mut ProcessCache) -> CallObserved {
     let recent = SystemTime::now().duration_since(at).map_or(true, |age| age <= LIVE_ATTRIBUTION);
     let process = match r.pid {
         Some(pid) if recent => procs.describe(pid),
-        Some(pid) => Process { pid, ..Default::default() },
-        None => Process::default(),
+        // an old record (a backfill): its pid names the same process only if
+        // that started before it — else the pid was reused, or it is gone;
+        // attributed to it, an old refresh would make a stranger late
+        Some(pid) if proc::started_at(pid).is_some_and(|s| s <= at) => procs.describe(pid),
+        Some(_) | None => Process::default(),
     };
     CallObserved {
         source: CallSource::AccessLog,

@@ -23,6 +23,31 @@ pub fn describe_in(root: &Path, pid: u32, comm: &str) -> Process {
     Process { pid, comm, exe, unit }
 }
 
+/// When the process now running as `pid` started (`/proc/PID/stat` field
+/// 22, in clock ticks since boot, plus the boot time from `/proc/stat`);
+/// `None` when there is none or it cannot be read.
+pub fn started_at(pid: u32) -> Option<std::time::SystemTime> {
+    started_at_in(Path::new("/proc"), pid)
+}
+
+pub fn started_at_in(root: &Path, pid: u32) -> Option<std::time::SystemTime> {
+    let stat = std::fs::read_to_string(root.join(pid.to_string()).join("stat")).ok()?;
+    // the comm in parentheses may hold spaces and parentheses: fields follow the last ')'
+    let after = &stat[stat.rfind(')')? + 1..];
+    let ticks: u64 = after.split_whitespace().nth(19)?.parse().ok()?;
+    let btime: u64 = std::fs::read_to_string(root.join("stat"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok().filter(|&h| h > 0)?;
+    let since_boot = std::time::Duration::from_millis(ticks.checked_mul(1000)? / hz);
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(btime) + since_boot)
+}
+
 /// Whether `pid` still runs `exe` (when known). A process that exited, or
 /// exec'd into another program, has lost the token it held in memory.
 pub fn same_process(pid: u32, exe: Option<&str>) -> bool {
@@ -55,6 +80,23 @@ pub fn unit_from_cgroup(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_time_of_this_process_and_of_none() {
+        let me = started_at(std::process::id()).expect("our own start time");
+        let now = std::time::SystemTime::now();
+        // btime has a resolution of a second
+        assert!(me <= now + std::time::Duration::from_secs(1), "{me:?} after {now:?}");
+        assert!(now.duration_since(me).is_ok_and(|age| age < std::time::Duration::from_secs(24 * 3600)), "{me:?}");
+        assert_eq!(started_at(u32::MAX), None);
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("7")).expect("mkdir");
+        std::fs::write(dir.path().join("7/stat"), "7 (a) b (c)) S 1 7 7 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 250 0 0").expect("stat");
+        std::fs::write(dir.path().join("stat"), "cpu 1 2 3\nbtime 1795600000\n").expect("stat");
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        let want = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_600_000) + std::time::Duration::from_millis(250_000 / hz);
+        assert_eq!(started_at_in(dir.path(), 7), Some(want));
+    }
 
     #[test]
     fn unit_from_cgroup_v2_and_v1() {

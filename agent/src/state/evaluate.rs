@@ -48,12 +48,13 @@ impl State {
                 ));
             }
         }
-        for (unit, (since, pid)) in &self.lost_tokens {
+        for ((unit, name), (since, pid)) in &self.lost_tokens {
             level = Level::Crit;
+            let who = if name.is_empty() { format!("pid {pid}") } else { format!("{name}, pid {pid}") };
             reasons.insert(
                 0,
                 format!(
-                    "{unit} (pid {pid}) exited at {} while token-agent was failing: its cached token is lost and no new one can be had",
+                    "{unit} ({who}) exited at {} while token-agent was failing: its cached token is lost and no new one can be had",
                     format_rfc3339(*since)
                 ),
             );
@@ -114,7 +115,9 @@ impl State {
             remaining = Some(signed(now, t.expires_at));
             let late = now.duration_since(r).unwrap_or_default();
             overdue = late.as_secs_f64();
-            if late >= s.crit_after || late >= s.warn_after {
+            // pid 0: log records of no process we can name (no pid logged, or
+            // the pid runs another process by now) — no one to be late
+            if c.process.pid != 0 && (late >= s.crit_after || late >= s.warn_after) {
                 level = if late >= s.crit_after { Level::Crit } else { Level::Warn };
                 let left = match remaining {
                     Some(r) if r > 0.0 => format!("token expires in {}", secs(Duration::from_secs_f64(r))),

@@ -67,8 +67,11 @@ pub struct State {
     call_times: VecDeque<SystemTime>,
     /// The outcome of the latest connect by anyone: reachable or not, and when.
     last_connect: Option<(SystemTime, bool)>,
-    /// Units whose process exited while token-agent was failing → since when.
-    lost_tokens: BTreeMap<String, (SystemTime, u32)>,
+    /// (unit, process name) of a compute-node process that exited while
+    /// token-agent was failing → since when, which pid. Keyed by the
+    /// process name too: the unit's Go and Python processes hold a token
+    /// each, and one's success does not give the other its token back.
+    lost_tokens: BTreeMap<(String, String), (SystemTime, u32)>,
     /// How far each log has been applied (persisted with the facts).
     log_positions: BTreeMap<LogKind, LogPosition>,
     /// Bumped whenever persisted facts change.
@@ -100,14 +103,18 @@ impl State {
         self.log_positions.get(&kind)
     }
 
-    /// The earliest `refresh_at` among live clients, and whether token-agent
-    /// is failing anyone now — what the eBPF capture windows follow.
-    pub fn capture_inputs(&self, now: SystemTime) -> (Option<SystemTime>, bool) {
+    /// The earliest `refresh_at` among live clients that is not more than
+    /// `overdue_max` past (a client that stopped refreshing long ago must
+    /// not pin the hint there, hiding everyone else's next refresh from the
+    /// capture windows), and whether token-agent is failing anyone now —
+    /// what the eBPF capture windows follow.
+    pub fn capture_inputs(&self, now: SystemTime, overdue_max: Duration) -> (Option<SystemTime>, bool) {
         let next = self
             .clients
             .values()
             .filter(|c| c.exited_at.is_none())
             .filter_map(|c| c.token.map(|t| t.refresh_at(self.settings.refresh_fraction)))
+            .filter(|r| now.duration_since(*r).map_or(true, |past| past < overdue_max))
             .min();
         (next, self.token_agent_failing(now))
     }
@@ -184,10 +191,13 @@ impl State {
         let known = twin.is_some_and(|f| f.status.is_some_and(|s| s.is_ok())) && c.expires_at.is_none();
         if ok && !known {
             client.success(c.at, c.expires_at, lifetime);
-            let unit = client.process.unit.clone();
-            if let Some(unit) = unit {
-                if self.lost_tokens.get(&unit).is_some_and(|(since, _)| *since <= c.at) {
-                    self.lost_tokens.remove(&unit);
+            if let Some(unit) = client.process.unit.clone() {
+                // "": a loss persisted before process names were kept: any process of the unit
+                for name in [client.process.name().to_string(), String::new()] {
+                    let key = (unit.clone(), name);
+                    if self.lost_tokens.get(&key).is_some_and(|(since, _)| *since <= c.at) {
+                        self.lost_tokens.remove(&key);
+                    }
                 }
             }
             self.generation += 1;
@@ -217,16 +227,25 @@ impl State {
         let unit = client.process.unit.clone();
         if let Some(unit) = unit.filter(|u| self.settings.compute_node_units.contains(u)) {
             if failing {
-                self.lost_tokens.entry(unit).or_insert((at, pid));
+                let name = client.process.name().to_string();
+                self.lost_tokens.entry((unit, name)).or_insert((at, pid));
             }
         }
     }
 
-    /// Whether token-agent failed anyone within the error window before `at`.
+    /// Whether token-agent is failing at `at`: it failed someone within the
+    /// error window, and has handed out no token since. A blip it recovered
+    /// from (a release's UNAVAILABLE, then OK) is not failing: a compute-node
+    /// restarting after it gets a new token.
     fn token_agent_failing(&self, at: SystemTime) -> bool {
         let window = self.settings.error_window;
-        self.agent_errors.iter().any(|(t, _)| within(*t, at, window))
-            || self.clients.values().any(|c| c.recent_errors.iter().any(|(t, _)| within(*t, at, window)))
+        let agent = self.agent_errors.iter().map(|(t, _)| *t);
+        let calls = self.clients.values().flat_map(|c| c.recent_errors.iter().map(|(t, _)| *t));
+        let Some(last_failure) = agent.chain(calls).filter(|t| within(*t, at, window)).max() else {
+            return false;
+        };
+        let last_success = self.clients.values().filter_map(|c| c.token.map(|t| t.issued_at)).max();
+        !last_success.is_some_and(|ok| ok > last_failure)
     }
 
     /// Drops clients that exited long ago and were never compute-node's last word.

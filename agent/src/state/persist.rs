@@ -36,6 +36,9 @@ pub struct ClientFacts {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LostToken {
     pub unit: String,
+    /// The process name ("" in facts written before it was kept).
+    #[serde(default)]
+    pub process: String,
     pub pid: u32,
     pub since: u64,
 }
@@ -71,7 +74,12 @@ impl State {
         let lost_tokens = self
             .lost_tokens
             .iter()
-            .map(|(unit, (since, pid))| LostToken { unit: unit.clone(), pid: *pid, since: unix(*since) })
+            .map(|((unit, process), (since, pid))| LostToken {
+                unit: unit.clone(),
+                process: process.clone(),
+                pid: *pid,
+                since: unix(*since),
+            })
             .collect();
         Facts::V1 { clients, lost_tokens, log_positions: self.log_positions.values().cloned().collect() }
     }
@@ -99,7 +107,7 @@ impl State {
         }
         for l in lost_tokens {
             if let Some(since) = from_unix(l.since) {
-                self.lost_tokens.entry(l.unit.clone()).or_insert((since, l.pid));
+                self.lost_tokens.entry((l.unit.clone(), l.process.clone())).or_insert((since, l.pid));
             }
         }
         restored

@@ -313,3 +313,60 @@ fn snapshot_serializes_per_interface() {
     assert_eq!(c["calls"]["OK"], 1);
     assert!(v["sources"]["ebpf"]["state"].is_string());
 }
+
+#[test]
+fn a_restart_after_a_recovered_blip_loses_no_token() {
+    // a token-agent release: UNAVAILABLE, then OK again; later compute-node restarts
+    let mut st = state_with(&[ok(10, 0), unavailable(10, 100), ok(10, 105)]);
+    st.apply(&Event::ProcessExit { pid: 10, at: at(300) });
+    let s = st.evaluate(at(300));
+    assert_ne!(s.level, Level::Crit, "{}", s.summary);
+    // still failing (no success since the error): the token is lost
+    let mut st = state_with(&[ok(10, 0), unavailable(10, 100)]);
+    st.apply(&Event::ProcessExit { pid: 10, at: at(300) });
+    assert_eq!(st.evaluate(at(300)).level, Level::Crit);
+}
+
+fn python(pid: u32) -> Process {
+    Process { comm: "python3".into(), exe: Some("/usr/bin/python3".into()), ..proc(pid) }
+}
+
+#[test]
+fn one_process_success_does_not_restore_another_process_token() {
+    let mut st = state_with(&[ok(10, 0), unavailable(10, 100)]);
+    st.apply(&Event::ProcessExit { pid: 10, at: at(110) });
+    // the unit's Python process still gets a token: the Go process's is still lost
+    let mut py = ok(30, 120);
+    if let Event::Call(c) = &mut py {
+        c.process = python(30);
+    }
+    st.apply(&py);
+    let s = st.evaluate(at(121));
+    assert_eq!(s.level, Level::Crit, "{}", s.summary);
+    assert!(s.summary.contains("compute-node, pid 10"), "{}", s.summary);
+    // the restarted Go process gets one: recovered (WARN until the error ages out)
+    st.apply(&ok(20, 130));
+    assert_eq!(st.evaluate(at(131)).level, Level::Warn);
+    assert_eq!(st.evaluate(at(401)).level, Level::Ok);
+}
+
+#[test]
+fn a_client_that_stopped_refreshing_does_not_pin_the_capture_hint() {
+    let max = Duration::from_secs(900);
+    // pid 50 refreshed at 0 (refresh_at 3600) and never again; pid 10 at 5000 (refresh_at 8600)
+    let st = state_with(&[ok(50, 0), ok(10, 5000)]);
+    assert_eq!(st.capture_inputs(at(3000), max).0, Some(at(3600)), "both ahead: the earliest");
+    assert_eq!(st.capture_inputs(at(4000), max).0, Some(at(3600)), "pid 50 overdue, within the window");
+    assert_eq!(st.capture_inputs(at(8500), max).0, Some(at(8600)), "pid 50 long overdue: pid 10's next refresh");
+}
+
+#[test]
+fn records_of_no_nameable_process_are_never_late() {
+    let mut e = ok(0, 0);
+    if let Event::Call(c) = &mut e {
+        c.process = Process::default();
+    }
+    let st = state_with(&[e]);
+    let s = st.evaluate(at(3600 + 700));
+    assert_eq!(s.level, Level::Ok, "{}", s.summary);
+}

@@ -153,6 +153,34 @@ async fn a_first_start_applies_no_undated_access_log_record_of_before_it() {
     src.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_record_is_attributed_only_to_a_process_that_ran_then() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("access.log");
+    let now = unix(SystemTime::now());
+    // this test process started seconds ago: an hour-old record naming its pid
+    // was another process's (the pid was reused); pid 1 has run since boot
+    let init_started = unix(crate::sources::proc::started_at(1).expect("pid 1"));
+    let text = format!(
+        "time={} status=OK pid={} request_id=reused\ntime={} status=OK pid=1 request_id=init\n",
+        now - 3600,
+        std::process::id(),
+        init_started + 1,
+    );
+    append(&path, text.as_bytes());
+    let mut cfg = Config::default();
+    cfg.token_agent.access_log = path;
+    cfg.token_agent.backfill = Duration::from_secs(now - init_started + 3600);
+    let mut src = spawn(LogKind::AccessLog, cfg, None);
+    let events = src.until_offset(text.len() as u64).await;
+    let pids: Vec<(String, u32)> = events
+        .iter()
+        .filter_map(|e| if let Event::Call(c) = e { Some((c.request_id.clone()?, c.process.pid)) } else { None })
+        .collect();
+    assert_eq!(pids, [("reused".to_string(), 0), ("init".to_string(), 1)]);
+    src.stop().await;
+}
+
 /// Captures what a future logs (the log sources log from their own task).
 #[derive(Clone, Default)]
 struct Logged(Arc<Mutex<Vec<u8>>>);
