@@ -64,7 +64,7 @@ pub fn main() -> ExitCode {
         Command::Check { url, json } => runtime(1).block_on(async {
             match client::fetch_status(&url).await {
                 Ok(s) => {
-                    let (code, line) = client::check_line(&s);
+                    let (code, line) = client::check_line(&s, std::time::SystemTime::now());
                     if json {
                         println!("{s}");
                     } else {

@@ -54,6 +54,107 @@ fn check_against_no_agent_is_unknown() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("UNKNOWN: "));
 }
 
+/// `tokenwatch ARGS`: (exit code, stdout).
+fn tokenwatch(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(agent_bin()).args(args).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Serves one fixed `/status` document over HTTP/1.1 to every request; the base URL.
+fn fake_agent(status: serde_json::Value) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let body = status.to_string();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+            let _ = conn.read(&mut buf);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    base
+}
+
+/// The RFC 3339 time `secs_ago` seconds ago.
+fn rfc3339_ago(secs_ago: u64) -> String {
+    let t = std::time::SystemTime::now() - std::time::Duration::from_secs(secs_ago);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn one_client_status(level: &str, generated_at: &str) -> serde_json::Value {
+    serde_json::json!({
+        "level": level, "summary": "1 client(s) hold fresh tokens, 1 observed", "reasons": [],
+        "generated_at": generated_at,
+        "token_agent": {"socket": "/s", "reachable": true, "calls_in_window": 1, "errors_in_window": {}},
+        "clients": [{"pid": 4242, "process": "compute-node", "client": "yc-compute-node.service",
+                     "unit": "yc-compute-node.service", "last_success": "2026-11-25T13:00:00.000Z",
+                     "expires_at": "2026-11-25T23:00:00.000Z", "refresh_at": "2026-11-25T14:00:00.000Z",
+                     "overdue_seconds": 0.0, "level": level, "calls": {"OK": 1}}],
+        "sources": {"ebpf": {"state": "running", "detail": ""}}
+    })
+}
+
+/// eBPF off and both logs' directories missing: the agent runs but observes
+/// nothing; `check` must not call that OK.
+#[test]
+fn check_with_no_data_is_unknown_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let config = format!(
+        "[token_agent]\nsocket = {:?}\naccess_log = {:?}\napp_log = {:?}\n[ebpf]\nenabled = false\n[state]\ndir = {:?}\n",
+        missing.join("socket"),
+        missing.join("access.log"),
+        missing.join("token-agent.log"),
+        dir.path().join("state"),
+    );
+    let agent = tokenwatch_tests::agent_proc::Agent::start(dir.path(), &config, &[]).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // the log sources wait for their directories (state "starting", the reason in "detail")
+    while !agent.status().unwrap()["sources"]["access_log"]["detail"].as_str().unwrap().contains("does not exist") {
+        assert!(std::time::Instant::now() < deadline, "access_log: {}", agent.status().unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (code, out) = tokenwatch(&["check", "--url", &agent.base]);
+    assert_eq!(code, Some(3), "{out}\nagent log:\n{}", agent.log_text());
+    assert!(out.starts_with("UNKNOWN: no data: no token-agent client observed yet; sources: "), "{out}");
+    assert!(out.contains("ebpf disabled") && out.contains("missing/access.log: directory does not exist"), "{out}");
+    assert_eq!(out.trim_end().lines().count(), 1, "{out}");
+}
+
+/// The agent answers, but its state task is stuck: `generated_at` stops moving.
+#[test]
+fn check_on_a_stale_status_is_unknown() {
+    let (code, out) = tokenwatch(&["check", "--url", &fake_agent(one_client_status("OK", &rfc3339_ago(0)))]);
+    assert_eq!((code, out.as_str()), (Some(0), "OK: 1 client(s) hold fresh tokens, 1 observed\n"));
+    let (code, out) = tokenwatch(&["check", "--url", &fake_agent(one_client_status("OK", &rfc3339_ago(600)))]);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.starts_with("UNKNOWN: stale status: generated 10m"), "{out}");
+    // WARN with no client at all still pages
+    let mut warn = one_client_status("WARN", &rfc3339_ago(0));
+    warn["clients"] = serde_json::json!([]);
+    warn["summary"] = serde_json::json!("token-agent logged 1 error(s) in 5m");
+    assert_eq!(tokenwatch(&["check", "--url", &fake_agent(warn)]).0, Some(1));
+}
+
+#[test]
+fn status_table_has_expires_at() {
+    let (code, out) = tokenwatch(&["status", "--url", &fake_agent(one_client_status("OK", &rfc3339_ago(0)))]);
+    assert_eq!(code, Some(0), "{out}");
+    let header = out.lines().find(|l| l.starts_with("PID")).unwrap_or_else(|| panic!("{out}"));
+    for col in ["LAST REFRESH", "REFRESH AT", "EXPIRES AT", "OVERDUE", "LEVEL"] {
+        assert!(header.contains(col), "{col}: {out}");
+    }
+    let row = out.lines().find(|l| l.starts_with("4242")).unwrap_or_else(|| panic!("{out}"));
+    let at = header.find("EXPIRES AT").unwrap();
+    assert_eq!(row.get(at..at + 20), Some("2026-11-25T23:00:00Z"), "{out}");
+}
+
 /// `tokenwatch parse` with `args`, `stdin` fed in; (exit code, stdout, stderr).
 /// An empty config keeps a host's /etc/tokenwatch/config.toml out of it.
 fn parse(args: &[&str], stdin: &[u8]) -> (Option<i32>, String, String) {

@@ -204,9 +204,49 @@ fn overdue_with_healthy_token_agent_is_the_compute_node_side() {
             "5m past refresh_at",
             "journalctl -u yc-compute-node",
             "WARN: yc-compute-node.service refresh 5m overdue",
+            // compute-node's call a moment ago is in the access log: token-agent answers
+            "restarting it is safe",
         ],
     );
     assert!(!out.contains("token-agent is DOWN") && !out.contains("IAM fails"), "{out}");
+}
+
+/// A hung token-agent: its socket still completes connects (the listen
+/// backlog), but it answers nothing and logs nothing; compute-node's refresh
+/// goes overdue. Nothing shows token-agent answering, so the advice must be to
+/// check token-agent first, never that restarting compute-node is safe.
+#[test]
+fn overdue_with_a_hung_token_agent_says_check_token_agent_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("token-agent.sock");
+    // bound and listening, never accepted from: connect() still succeeds
+    let _hung = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    // its last answer: 8 min ago (within --since 10m, older than a current answer)
+    let old = std::time::SystemTime::now() - Duration::from_secs(8 * 60);
+    let old = old.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let access_log = dir.path().join("access.log");
+    std::fs::write(&access_log, format!("time={old} status=OK method=GetToken pid=4242\n")).unwrap();
+    let cfg = dir.path().join("tokenwatch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[token_agent]\nsocket = {:?}\naccess_log = {:?}\napp_log = {:?}\n\n[http]\nlisten = {:?}\n",
+            socket,
+            access_log,
+            dir.path().join("token-agent.log"),
+            fake_agent(overdue_status())
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("token-agent.log"), "").unwrap();
+    let (code, out) = run_diagnose(&cfg);
+    assert_eq!(code, 1, "{out}");
+    contains_all(
+        &out,
+        &["accepts connections", "it may be hung", "Check token-agent first", "Do NOT restart yc-compute-node"],
+    );
+    assert!(!out.contains("restarting it is safe"), "{out}");
+    never_restarts_compute_node(&out);
 }
 
 #[test]

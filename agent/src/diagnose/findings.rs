@@ -25,6 +25,8 @@ impl<T> Probe<T> {
 /// Everything `tokenwatch diagnose` looked at.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Findings {
+    /// When the probes ran: what "recent" is measured from.
+    pub now: SystemTime,
     /// How far back the logs and the journal were read.
     pub since: Duration,
     pub token_agent: TokenAgentFindings,
@@ -137,7 +139,11 @@ pub struct AccessLogFindings {
     pub calls: u64,
     /// Records within the window, by gRPC status name.
     pub by_status: BTreeMap<String, u64>,
+    /// The latest OK call of any method.
     pub last_ok: Option<SystemTime>,
+    /// The latest OK call of the token method (`token_agent.method`, or a record
+    /// that names no method): token-agent handed out a token then.
+    pub last_token_ok: Option<SystemTime>,
     pub last_error: Option<SystemTime>,
     /// The latest failed calls, rendered from the parsed fields (never the raw line).
     pub recent_errors: Vec<String>,

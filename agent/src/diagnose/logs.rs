@@ -10,7 +10,7 @@ use std::{
 use super::findings::{AccessLogFindings, AppLogFindings, Probe};
 use crate::{
     config::TokenAgent,
-    format::{app_log_error, LineParser, Record},
+    format::{app_log_error, method_matches, LineParser, Record},
     redact::redact,
     state::format_rfc3339,
 };
@@ -32,7 +32,10 @@ pub fn access_log(cfg: &TokenAgent, cutoff: SystemTime) -> Probe<AccessLogFindin
     };
     match read_window(&cfg.access_log, "token_agent.access_log", cutoff) {
         Ok(text) => {
-            Probe::Done(AccessLogFindings { path: cfg.access_log.clone(), ..scan_access(&text, &parser, cutoff) })
+            Probe::Done(AccessLogFindings {
+                path: cfg.access_log.clone(),
+                ..scan_access(&text, &parser, &cfg.method, cutoff)
+            })
         }
         Err(why) => Probe::Skipped(why),
     }
@@ -87,8 +90,9 @@ fn tail(path: &Path) -> std::io::Result<String> {
     Ok(s)
 }
 
-/// Summarises access-log `text`: records dated at or after `cutoff`, by status.
-pub fn scan_access(text: &str, parser: &LineParser, cutoff: SystemTime) -> AccessLogFindings {
+/// Summarises access-log `text`: records dated at or after `cutoff`, by
+/// status; `method` is the configured token method (`token_agent.method`).
+pub fn scan_access(text: &str, parser: &LineParser, method: &str, cutoff: SystemTime) -> AccessLogFindings {
     let mut out = AccessLogFindings::default();
     let mut recent = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -111,6 +115,9 @@ pub fn scan_access(text: &str, parser: &LineParser, cutoff: SystemTime) -> Acces
         *out.by_status.entry(status.name()).or_default() += 1;
         if status.is_ok() {
             out.last_ok = out.last_ok.max(Some(time));
+            if rec.method.as_deref().is_none_or(|m| method_matches(method, m)) {
+                out.last_token_ok = out.last_token_ok.max(Some(time));
+            }
         } else {
             out.last_error = out.last_error.max(Some(time));
             recent.push(render(&rec));
@@ -182,6 +189,8 @@ mod tests {
         crate::format::time::parse_time(s).unwrap()
     }
 
+    const METHOD: &str = "/yandex.cloud.priv.iam.v1.TokenAgent/GetToken";
+
     const TOKEN: &str = "t1.9euelZqKj5KLi8-Yx5WWj8qNyJSOyO3rnpWakZ6YlJyTx5OVnsmQlJrNlZLt8_dGAFsL-e8hfCkc.S0yW2lQeDoYkjDJXK7bhP_Fk6QyzvCJvoBGs3LpiGugtSNSu3ueMx9-JbnKgNchbxY0lz5sGi5C2rQ1Pf7dcCg";
 
     #[test]
@@ -194,7 +203,7 @@ mod tests {
              tskv\tstatus=OK\n"
         );
         let p = LineParser::new(LogFormat::Auto, "|", &[]).unwrap();
-        let a = scan_access(&text, &p, t("2026-11-25T13:30:00Z"));
+        let a = scan_access(&text, &p, METHOD, t("2026-11-25T13:30:00Z"));
         assert_eq!(a.calls, 2);
         assert_eq!(a.by_status, [("OK".to_string(), 1), ("UNAVAILABLE".to_string(), 1)].into());
         assert_eq!(a.errors(), [("UNAVAILABLE".to_string(), 1)].into());
@@ -214,9 +223,22 @@ mod tests {
     fn json_and_logfmt_too() {
         let p = LineParser::new(LogFormat::Auto, "|", &[]).unwrap();
         let text = "{\"ts\":\"2026-11-25T14:00:00Z\",\"code\":14}\ntime=2026-11-25T14:00:05Z grpc_code=OK\n";
-        let a = scan_access(text, &p, t("2026-11-25T13:00:00Z"));
+        let a = scan_access(text, &p, METHOD, t("2026-11-25T13:00:00Z"));
         assert_eq!(a.calls, 2);
         assert!(a.recovered());
+    }
+
+    #[test]
+    fn the_last_answered_token_call_is_of_the_token_method() {
+        let p = LineParser::new(LogFormat::Auto, "|", &[]).unwrap();
+        let text = "time=2026-11-25T14:00:00Z status=OK method=GetToken
+                    time=2026-11-25T14:00:10Z status=OK
+                    time=2026-11-25T14:00:20Z status=OK method=/grpc.health.v1.Health/Check
+";
+        let a = scan_access(text, &p, METHOD, t("2026-11-25T13:00:00Z"));
+        assert_eq!(a.last_ok, Some(t("2026-11-25T14:00:20Z")));
+        // a record without a method counts; another method's answer does not
+        assert_eq!(a.last_token_ok, Some(t("2026-11-25T14:00:10Z")));
     }
 
     #[test]

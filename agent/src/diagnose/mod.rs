@@ -80,6 +80,7 @@ pub async fn gather(cfg: &Config, since: Duration, now: SystemTime) -> Findings 
         Probe::Skipped("systemd is not running on this host: compute-node's unit not checked".into())
     };
     Findings {
+        now,
         since,
         token_agent: findings::TokenAgentFindings { socket: ta.socket.clone(), state, listener, lookalikes, unit },
         access_log: logs::access_log(ta, cutoff),

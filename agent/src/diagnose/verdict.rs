@@ -3,9 +3,13 @@
 //! The one rule that must never break: while token-agent is down or failing,
 //! nothing here advises restarting compute-node — it holds its token in
 //! memory, and a restart would lose a token it cannot get back.
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime},
+};
 
 use super::findings::{Findings, Probe, SocketState};
+use crate::state::format_rfc3339;
 
 /// What is wrong, most fundamental first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -36,7 +40,7 @@ impl Cause {
             Cause::IamSide => "token-agent is up but IAM fails (IAM or network side)",
             Cause::CallerRejected => "token-agent rejects the caller (authorization)",
             Cause::TokenAgentErrors => "token-agent answers or logs errors",
-            Cause::ComputeNodeSide => "token refresh overdue while token-agent is healthy (compute-node side)",
+            Cause::ComputeNodeSide => "token refresh overdue while token-agent shows no failure (compute-node side)",
             Cause::AgentReportsProblem => "tokenwatch reports a problem",
         }
     }
@@ -195,14 +199,42 @@ pub fn verdict(f: &Findings) -> Verdict {
                 c.last_success.as_deref().unwrap_or("never seen")
             ));
         }
-        v.advice.push(format!(
-            "token-agent is healthy, so look at the client: `journalctl -u {cn_unit} --since -{} | grep -i token` (its lines about tokens are shown above); escalate to compute-node on-call.",
+        let look_at_client = format!(
+            "`journalctl -u {cn_unit} --since -{} | grep -i token` (its lines about tokens are shown above); escalate to compute-node on-call.",
             fmt_secs(f.since.as_secs_f64())
-        ));
-        if f.token_agent.state == SocketState::Accepting {
-            v.advice.push(format!(
-                "Only because token-agent answers OK now: if {cn_unit} is hung, restarting it is safe — it fetches a fresh token when it starts."
-            ));
+        );
+        // Restart advice only on positive evidence that token-agent answers:
+        // a connect that succeeds proves nothing (a hung token-agent still
+        // completes connects through the listen backlog, logs nothing and
+        // sends no trailers, so no error is ever seen).
+        match answered_recently(f) {
+            Some(at) => {
+                v.advice.push(format!("token-agent answers, so look at the client: {look_at_client}"));
+                if f.token_agent.state == SocketState::Accepting {
+                    v.advice.push(format!(
+                        "Only because token-agent answered a token call OK at {} (after its last failure): if {cn_unit} is hung, restarting it is safe — it fetches a fresh token when it starts.",
+                        format_rfc3339(at)
+                    ));
+                }
+            }
+            None => {
+                v.problems.push(format!(
+                    "{} but no call it answered OK in the last {} was seen (access log, tokenwatch): it may be hung — a hung token-agent still accepts connections",
+                    if f.token_agent.state == SocketState::Accepting {
+                        "token-agent accepts connections"
+                    } else {
+                        "token-agent's socket could not be tested"
+                    },
+                    fmt_secs(ANSWERED_WITHIN.as_secs_f64())
+                ));
+                v.advice.push(format!(
+                    "Check token-agent first: `systemctl status {ta_unit}`, `journalctl -u {ta_unit}`, and its access log for GetToken calls answered OK in the last minutes. If it hangs, it is token-agent that needs fixing (escalate to the token-agent owners)."
+                ));
+                v.advice.push(format!(
+                    "Do NOT restart {cn_unit} until token-agent is confirmed to answer: it keeps its current token in memory, and a restart would lose it if token-agent cannot hand out a new one."
+                ));
+                v.advice.push(format!("Once token-agent is confirmed to answer, look at the client: {look_at_client}"));
+            }
         }
     }
 
@@ -221,9 +253,41 @@ pub fn verdict(f: &Findings) -> Verdict {
     v.healthy = v.causes.is_empty();
     v.advice.dedup();
     if v.healthy {
-        v.advice.push("Nothing to do: token-agent accepts connections and answers OK.".into());
+        v.advice.push(match answered_recently(f) {
+            Some(at) => format!("Nothing to do: token-agent answered a token call OK at {}.", format_rfc3339(at)),
+            None => format!(
+                "Nothing to do: no problem found (no call token-agent answered OK was seen in the last {} to confirm it answers).",
+                fmt_secs(ANSWERED_WITHIN.as_secs_f64())
+            ),
+        });
     }
     v
+}
+
+/// How recent an answered call must be to count as "token-agent answers now".
+/// A hung token-agent stops answering at once, so its last answer only ages:
+/// five minutes is short enough that such an answer says little about a hang
+/// older than that, and long enough to cover clients that call every few
+/// minutes. Without such an answer the advice stays on the safe side.
+pub const ANSWERED_WITHIN: Duration = Duration::from_secs(300);
+
+/// Positive evidence that token-agent answers now: the latest token call it
+/// answered OK — in its access log, or as a client's last refresh seen by the
+/// running agent — within [`ANSWERED_WITHIN`] of `f.now` and after the latest
+/// failure in the access log. `None`: no such evidence.
+pub fn answered_recently(f: &Findings) -> Option<SystemTime> {
+    let log = f.access_log.done();
+    let last_error = log.and_then(|a| a.last_error);
+    let from_agent = f
+        .agent
+        .done()
+        .into_iter()
+        .flat_map(|a| &a.clients)
+        .filter_map(|c| c.last_success.as_deref().and_then(crate::format::time::parse_time));
+    let latest = log.and_then(|a| a.last_token_ok).into_iter().chain(from_agent).max()?;
+    // a time ahead of `now` (clocks) counts as now
+    let age = f.now.duration_since(latest).unwrap_or_default();
+    (age <= ANSWERED_WITHIN && last_error.is_none_or(|e| latest > e)).then_some(latest)
 }
 
 /// The shortest time left before a client's token expires, from the running agent.
@@ -250,8 +314,18 @@ mod tests {
     use super::*;
     use crate::diagnose::findings::*;
 
+    /// 2026-11-25T14:00:00Z: when the probes ran.
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_615_200)
+    }
+
+    fn ago(secs: u64) -> SystemTime {
+        now() - Duration::from_secs(secs)
+    }
+
     fn healthy() -> Findings {
         Findings {
+            now: now(),
             since: Duration::from_secs(1800),
             token_agent: TokenAgentFindings {
                 socket: "/var/run/yc/token-agent/socket".into(),
@@ -263,6 +337,8 @@ mod tests {
             access_log: Probe::Done(AccessLogFindings {
                 calls: 3,
                 by_status: [("OK".to_string(), 3)].into(),
+                last_ok: Some(ago(30)),
+                last_token_ok: Some(ago(30)),
                 ..Default::default()
             }),
             app_log: Probe::Done(AppLogFindings::default()),
@@ -301,9 +377,14 @@ mod tests {
         f
     }
 
-    /// The rule that must never break.
+    /// The rule that must never break: no advice to restart compute-node while
+    /// token-agent fails, nor without evidence that it answers now.
     fn never_restart_compute_node(v: &Verdict) {
-        if v.causes.iter().any(|c| c.token_agent_failing()) {
+        never_restart_compute_node_unless(v, true)
+    }
+
+    fn never_restart_compute_node_unless(v: &Verdict, token_agent_answers: bool) {
+        if v.causes.iter().any(|c| c.token_agent_failing()) || !token_agent_answers {
             for a in &v.advice {
                 let l = a.to_lowercase();
                 if l.contains("restart") && l.contains("compute-node") {
@@ -465,6 +546,51 @@ mod tests {
         assert!(!v.healthy);
     }
 
+    /// What shows that token-agent answers now (or does not).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Answered {
+        /// A GetToken answered OK 30 s ago, in the access log.
+        RecentlyInLog,
+        /// Another client refreshed 10 s ago, as the running agent saw it.
+        RecentlyByAgent,
+        /// The last OK answer is 20 min old: a hung token-agent looks like this.
+        LongAgo,
+        /// The last OK answer came before the last failure.
+        BeforeLastError,
+        /// Nothing answered in the window at all.
+        Never,
+    }
+
+    impl Answered {
+        const ALL: [Answered; 5] =
+            [Self::RecentlyInLog, Self::RecentlyByAgent, Self::LongAgo, Self::BeforeLastError, Self::Never];
+
+        fn evidence(self) -> bool {
+            matches!(self, Self::RecentlyInLog | Self::RecentlyByAgent)
+        }
+
+        fn apply(self, f: &mut Findings) {
+            let Probe::Done(log) = &mut f.access_log else { unreachable!() };
+            (log.last_token_ok, log.last_error) = match self {
+                Self::RecentlyInLog => (Some(ago(30)), None),
+                Self::RecentlyByAgent | Self::Never => (None, None),
+                Self::LongAgo => (Some(ago(1200)), None),
+                Self::BeforeLastError => (Some(ago(60)), Some(ago(30))),
+            };
+            log.last_ok = log.last_token_ok;
+            if self == Self::RecentlyByAgent {
+                if let Probe::Done(a) = &mut f.agent {
+                    a.clients.push(ClientState {
+                        client: "other".into(),
+                        level: "OK".into(),
+                        last_success: Some("2026-11-25T13:59:50Z".into()),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+    }
+
     #[test]
     fn never_restart_compute_node_in_any_combination() {
         let states =
@@ -473,21 +599,57 @@ mod tests {
             for status in [None, Some("UNAVAILABLE"), Some("PERMISSION_DENIED"), Some("DATA_LOSS")] {
                 for app in [0, 3] {
                     for level in ["OK", "WARN", "CRIT"] {
-                        let mut f = healthy();
-                        f.token_agent.state = state.clone();
-                        if let Some(s) = status {
-                            f = with_errors(f, s, 1);
+                        for answered in Answered::ALL {
+                            let mut f = healthy();
+                            f.token_agent.state = state.clone();
+                            if let Some(s) = status {
+                                f = with_errors(f, s, 1);
+                            }
+                            f.app_log = Probe::Done(AppLogFindings { errors: app, ..Default::default() });
+                            f.agent = Probe::Done(AgentStatus {
+                                clients: vec![overdue_client(700.0, level)],
+                                ..agent(level)
+                            });
+                            answered.apply(&mut f);
+                            let v = verdict(&f);
+                            never_restart_compute_node_unless(&v, answered.evidence());
+                            assert_eq!(v.healthy, v.causes.is_empty());
+                            let safe = v.advice.iter().any(|a| a.contains("restarting it is safe"));
+                            let expect_safe = state == SocketState::Accepting
+                                && status.is_none()
+                                && app == 0
+                                && level != "OK"
+                                && answered.evidence();
+                            assert_eq!(safe, expect_safe, "{state:?} {status:?} app={app} {level} {answered:?}: {v:#?}");
                         }
-                        f.app_log = Probe::Done(AppLogFindings { errors: app, ..Default::default() });
-                        f.agent =
-                            Probe::Done(AgentStatus { clients: vec![overdue_client(700.0, level)], ..agent(level) });
-                        let v = verdict(&f);
-                        never_restart_compute_node(&v);
-                        assert_eq!(v.healthy, v.causes.is_empty());
                     }
                 }
             }
         }
+    }
+
+    /// A hung token-agent: connects complete (listen backlog), nothing is
+    /// logged, no error is seen — compute-node's refresh just goes overdue.
+    #[test]
+    fn socket_accepting_without_a_recent_answer_says_check_token_agent_first() {
+        for answered in [Answered::LongAgo, Answered::Never] {
+            let mut f = healthy();
+            f.agent = Probe::Done(AgentStatus { clients: vec![overdue_client(300.0, "WARN")], ..agent("WARN") });
+            answered.apply(&mut f);
+            let v = verdict(&f);
+            assert_eq!(v.causes, vec![Cause::ComputeNodeSide], "{v:#?}");
+            assert!(v.problems.iter().any(|p| p.contains("it may be hung")), "{v:#?}");
+            assert!(v.advice[0].starts_with("Check token-agent first"), "{v:#?}");
+            assert!(v.advice.iter().any(|a| a.contains("Do NOT restart yc-compute-node until token-agent")), "{v:#?}");
+            assert!(!v.advice.iter().any(|a| a.contains("restarting it is safe")), "{v:#?}");
+            never_restart_compute_node_unless(&v, false);
+        }
+        // a recent answer is the evidence that makes the restart safe
+        let mut f = healthy();
+        f.agent = Probe::Done(AgentStatus { clients: vec![overdue_client(300.0, "WARN")], ..agent("WARN") });
+        let v = verdict(&f);
+        assert!(v.advice.iter().any(|a| a.contains("restarting it is safe")), "{v:#?}");
+        assert!(answered_recently(&f) == Some(ago(30)));
     }
 
     #[test]

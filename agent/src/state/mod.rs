@@ -245,7 +245,7 @@ impl State {
             return false;
         };
         let last_success = self.clients.values().filter_map(|c| c.token.map(|t| t.issued_at)).max();
-        !last_success.is_some_and(|ok| ok > last_failure)
+        last_success.is_none_or(|ok| ok <= last_failure)
     }
 
     /// Drops clients that exited long ago and were never compute-node's last word.
