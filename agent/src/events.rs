@@ -107,11 +107,16 @@ impl GrpcStatus {
             _ => {}
         }
         if let Ok(n) = s.parse::<u32>() {
-            return ((n as usize) < Self::NAMES.len()).then_some(Self(n));
+            return Some(Self(n)).filter(|s| s.is_standard());
         }
         let letters = |x: &'static str| x.bytes().filter(|b| *b != b'_');
         let given = || s.bytes().filter(u8::is_ascii_alphanumeric).map(|b| b.to_ascii_uppercase());
         Self::NAMES.iter().position(|n| letters(n).eq(given())).map(|i| Self(i as u32))
+    }
+
+    /// One of gRPC's codes 0–16 (others are any number a peer sent).
+    pub fn is_standard(self) -> bool {
+        (self.0 as usize) < Self::NAMES.len()
     }
 
     pub fn is_ok(self) -> bool {

@@ -72,8 +72,7 @@ pub fn build() -> Result<PathBuf> {
 
 fn host_triple() -> Result<String> {
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let out = Command::new(rustc).arg("-vV").output().context("running rustc -vV")?;
-    String::from_utf8_lossy(&out.stdout)
+    util::output(Command::new(rustc).arg("-vV"))?
         .lines()
         .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
         .context("rustc -vV names no host")

@@ -157,7 +157,7 @@ impl Signals {
         let status = crate::state::status_label(c.status);
         // a code outside gRPC's 0..=16 is any number a peer sent: one label for all
         let status_metric =
-            if c.status.is_some_and(|s| s.0 > 16) { "CODE_OTHER".to_string() } else { status.clone() };
+            if c.status.is_some_and(|s| !s.is_standard()) { "CODE_OTHER".to_string() } else { status.clone() };
         let client = KeyValue::new("client", c.process.client().to_string());
         let process = KeyValue::new("process", c.process.name().to_string());
         self.calls.add(

@@ -67,24 +67,32 @@ fn structured(line: &str) -> Option<Option<AppLogLine>> {
         Detected::Logfmt => logfmt::parse(line, &mut sink),
     }
     .is_ok();
-    let message = match (msg.as_deref().map(str::trim), err.as_deref().map(str::trim)) {
+    // built only for an error line
+    let message = || match (msg.as_deref().map(str::trim), err.as_deref().map(str::trim)) {
         (Some(m), Some(e)) if !m.is_empty() && !e.is_empty() => format!("{m}: {e}"),
         (Some(m), _) if !m.is_empty() => m.to_owned(),
         (_, Some(e)) => e.to_owned(),
         _ => String::new(),
     };
-    let from_field = lvl.and_then(|l| level(l.trim()));
+    let from_field = lvl.as_deref().and_then(|l| level(l.trim()));
     if !parsed {
-        // A structured line that does not parse (malformed, or cut inside
-        // a quote): what was read before the error, else the plain-text
+        // A structured line that does not parse (malformed, cut inside a
+        // quote, or glog/plain text that only looks structured): glog's
+        // reading, else what was read before the error, else the plain-text
         // reading's level and time — never the rest of the line as the
         // message: it may hold any key (an api_key=…), not only msg/err.
-        let p = plain(line).flatten();
-        let Some(level) = from_field.unwrap_or(p.as_ref().map(|p| p.level)) else { return Some(None) };
-        let message = if message.is_empty() { UNPARSABLE.to_owned() } else { finish_message(&message) };
-        return Some(Some(AppLogLine { time: time.or(p.and_then(|p| p.time)), level, message }));
+        if let Some(g) = glog(line) {
+            return Some(g); // an explicit shape: its message is its text
+        }
+        let other = plain(line).flatten();
+        let Some(level) = from_field.unwrap_or(other.as_ref().map(|o| o.level)) else { return Some(None) };
+        let message = match message() {
+            m if m.is_empty() => UNPARSABLE.to_owned(),
+            m => finish_message(&m),
+        };
+        return Some(Some(AppLogLine { time: time.or(other.and_then(|o| o.time)), level, message }));
     }
-    Some(from_field?.map(|level| AppLogLine { time, level, message: finish_message(&message) }))
+    Some(from_field?.map(|level| AppLogLine { time, level, message: finish_message(&message()) }))
 }
 
 /// The message of an error line whose structure could not be read.
@@ -258,6 +266,9 @@ mod tests {
         assert!(!l.message.contains(key), "{}", l.message);
         let l = err(&format!(r#"{{"api_key":"{key}","level":"error","msg":"cut"#));
         assert!(!l.message.contains(key), "{}", l.message);
+        // glog whose message only looks like logfmt: still an error
+        let l = err(r#"E1125 14:00:00.1 1 main.go:10] dial failed: addr="unix:///x"#);
+        assert_eq!((l.level, l.message.as_str()), ("error", r#"dial failed: addr="unix:///x"#));
     }
 
     #[test]

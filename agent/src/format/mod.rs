@@ -35,7 +35,7 @@ pub const MAX_LINE: usize = 64 * 1024;
 ///
 /// memchr's SSE2 searcher called directly: `memchr::memchr` goes through a
 /// function pointer to its AVX2 routine, whose setup costs more than it
-/// saves on fields of a few dozen bytes (tskv parsing 1.3× faster).
+/// saves on fields of a few dozen bytes.
 #[inline]
 pub(crate) fn find_byte(needle: u8, hay: &[u8]) -> Option<usize> {
     #[cfg(target_arch = "x86_64")]

@@ -29,36 +29,24 @@ use crate::format::app_log_error;
 /// Turns app-log lines into token-agent errors. Pure but for a log line.
 #[derive(Debug)]
 pub struct AppLogLines {
-    backlog: Backlogged,
-    /// Undated errors of the backlog, not applied.
-    pub undated_skipped: u64,
+    pub backlog: Backlogged,
 }
 
 impl AppLogLines {
     /// `backlog`: `Some` on a first start (see the module docs).
     pub fn new(backlog: Option<Backlog>) -> Self {
-        Self { backlog: Backlogged::new(backlog), undated_skipped: 0 }
+        Self { backlog: Backlogged::new(backlog) }
     }
 
     /// The error `line` reports, if any; `now` dates an undated one.
     pub fn event(&mut self, line: &Line, now: SystemTime) -> Option<AgentError> {
-        let old = self.backlog.holds(line);
-        let e = app_log_error(&line.text)?;
-        let at = match e.time {
-            Some(t) => t,
-            None if old => {
-                self.undated_skipped += 1;
-                if self.undated_skipped == 1 {
-                    tracing::info!(
-                        ino = line.file.ino,
-                        end_offset = line.end_offset,
-                        "app log: undated error lines written before tokenwatch started are not reported as current"
-                    );
-                }
-                return None;
-            }
-            None => now,
-        };
+        let e = app_log_error(&line.text);
+        let undated = e.as_ref().is_some_and(|e| e.time.is_none());
+        if self.backlog.skip_undated(line, undated, "app-log error lines") {
+            return None;
+        }
+        let e = e?;
+        let at = e.time.unwrap_or(now);
         Some(AgentError { at, message: e.message })
     }
 }
@@ -87,7 +75,7 @@ mod tests {
         let dated = a.event(&line(7, 200, "time=1795615140 level=error msg=\"recent\""), now).unwrap();
         assert_eq!(dated.at, now - Duration::from_secs(60), "a dated one keeps its time");
         assert_eq!(a.event(&line(7, 250, "level=info msg=fine"), now), None);
-        assert_eq!(a.undated_skipped, 2);
+        assert_eq!(a.backlog.undated_skipped, 2);
         // past the size at the start: written since, so current
         assert_eq!(a.event(&line(7, 400, GLOG), now).map(|e| e.at), Some(now));
         // and once past, always past (a copytruncate restarts the file at 0)

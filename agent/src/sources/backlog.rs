@@ -38,18 +38,41 @@ impl Backlog {
 /// oldest first, each in order; a rotation or a `copytruncate` moves on to
 /// another file or restarts at 0).
 #[derive(Debug, Default)]
-pub struct Backlogged(Option<Backlog>);
+pub struct Backlogged {
+    backlog: Option<Backlog>,
+    /// Undated lines of the backlog passed over so far.
+    pub undated_skipped: u64,
+}
 
 impl Backlogged {
     /// `None`: no backlog (a resume from a checkpoint).
     pub fn new(backlog: Option<Backlog>) -> Self {
-        Self(backlog)
+        Self { backlog, undated_skipped: 0 }
+    }
+
+    /// Whether to pass over `line`, whose record has no time of its own
+    /// (`undated`): true when it belongs to the backlog. The first one is
+    /// logged (`what` names the log and its records).
+    pub fn skip_undated(&mut self, line: &Line, undated: bool, what: &str) -> bool {
+        let old = self.holds(line);
+        if !(old && undated) {
+            return false;
+        }
+        self.undated_skipped += 1;
+        if self.undated_skipped == 1 {
+            tracing::info!(
+                ino = line.file.ino,
+                end_offset = line.end_offset,
+                "{what} without a time of their own, written before tokenwatch started, are not applied (their age is unknown)"
+            );
+        }
+        true
     }
 
     pub fn holds(&mut self, line: &Line) -> bool {
-        let old = self.0.as_ref().is_some_and(|b| b.holds(line));
+        let old = self.backlog.as_ref().is_some_and(|b| b.holds(line));
         if !old {
-            self.0 = None;
+            self.backlog = None;
         }
         old
     }

@@ -85,16 +85,11 @@ pub async fn run_access_log(cfg: &Config, parser: LineParser, resume: Option<Log
     // following, wrong for one a first start reads back (it would make a
     // client look freshly refreshed). Those are counted, not applied.
     let mut backlog = Backlogged::new(if resume.is_none() { Backlog::of(&path) } else { None });
-    let mut undated_skipped = 0u64;
     let start = start(LogKind::AccessLog, resume, cfg.token_agent.backfill, parser.clone());
     let mut procs = ProcessCache::default();
     let parse = move |line: &logs::Line, out: &mut Vec<Event>| {
         let r = parser.parse_call(&line.text)?;
-        if backlog.holds(line) && r.time.is_none() {
-            undated_skipped += 1;
-            if undated_skipped == 1 {
-                tracing::info!(ino = line.file.ino, end_offset = line.end_offset, "access log: records without a time written before tokenwatch started are not applied (their age is unknown)");
-            }
+        if backlog.skip_undated(line, r.time.is_none(), "access-log records") {
             return Ok(());
         }
         out.push(Event::Call(call(r, &mut procs)));
@@ -149,7 +144,7 @@ pub fn call(r: Record, procs: &mut ProcessCache) -> CallObserved {
         // an old record (a backfill): its pid names the same process only if
         // that started before it — else the pid was reused, or it is gone;
         // attributed to it, an old refresh would make a stranger late
-        Some(pid) if proc::started_at(pid).is_some_and(|s| s <= at) => procs.describe(pid),
+        Some(pid) if procs.started_at(pid).is_some_and(|s| s <= at) => procs.describe(pid),
         Some(_) | None => Process::default(),
     };
     CallObserved {
@@ -166,22 +161,34 @@ pub fn call(r: Record, procs: &mut ProcessCache) -> CallObserved {
     }
 }
 
-/// /proc lookups per pid, reused for a minute: an access log can be busy.
+/// /proc lookups per pid, reused for a minute: an access log can be busy,
+/// and a backfill reads hours of it at once.
 #[derive(Default)]
-pub struct ProcessCache(HashMap<u32, (Instant, Process)>);
+pub struct ProcessCache {
+    described: HashMap<u32, (Instant, Process)>,
+    started: HashMap<u32, (Instant, Option<SystemTime>)>,
+}
 
 impl ProcessCache {
     fn describe(&mut self, pid: u32) -> Process {
-        if let Some((t, p)) = self.0.get(&pid) {
-            if t.elapsed() < PROCESS_TTL {
-                return p.clone();
-            }
-        }
-        if self.0.len() > 4096 {
-            self.0.clear();
-        }
-        let p = proc::describe(pid, "");
-        self.0.insert(pid, (Instant::now(), p.clone()));
-        p
+        cached(&mut self.described, pid, || proc::describe(pid, ""))
     }
+
+    fn started_at(&mut self, pid: u32) -> Option<SystemTime> {
+        cached(&mut self.started, pid, || proc::started_at(pid))
+    }
+}
+
+fn cached<T: Clone>(map: &mut HashMap<u32, (Instant, T)>, pid: u32, look: impl FnOnce() -> T) -> T {
+    if let Some((t, v)) = map.get(&pid) {
+        if t.elapsed() < PROCESS_TTL {
+            return v.clone();
+        }
+    }
+    if map.len() > 4096 {
+        map.clear();
+    }
+    let v = look();
+    map.insert(pid, (Instant::now(), v.clone()));
+    v
 }

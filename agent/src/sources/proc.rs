@@ -24,28 +24,35 @@ pub fn describe_in(root: &Path, pid: u32, comm: &str) -> Process {
 }
 
 /// When the process now running as `pid` started (`/proc/PID/stat` field
-/// 22, in clock ticks since boot, plus the boot time from `/proc/stat`);
-/// `None` when there is none or it cannot be read.
+/// 22, in clock ticks since boot, plus the boot time from `/proc/stat`,
+/// read once); `None` when there is none or it cannot be read.
 pub fn started_at(pid: u32) -> Option<std::time::SystemTime> {
-    started_at_in(Path::new("/proc"), pid)
+    static BOOT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let btime = (*BOOT.get_or_init(|| boot_time_in(Path::new("/proc"))))?;
+    since_boot(start_ticks_in(Path::new("/proc"), pid)?, btime)
 }
 
 pub fn started_at_in(root: &Path, pid: u32) -> Option<std::time::SystemTime> {
+    since_boot(start_ticks_in(root, pid)?, boot_time_in(root)?)
+}
+
+fn start_ticks_in(root: &Path, pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(root.join(pid.to_string()).join("stat")).ok()?;
     // the comm in parentheses may hold spaces and parentheses: fields follow the last ')'
     let after = &stat[stat.rfind(')')? + 1..];
-    let ticks: u64 = after.split_whitespace().nth(19)?.parse().ok()?;
-    let btime: u64 = std::fs::read_to_string(root.join("stat"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn boot_time_in(root: &Path) -> Option<u64> {
+    let stat = std::fs::read_to_string(root.join("stat")).ok()?;
+    stat.lines().find_map(|l| l.strip_prefix("btime "))?.trim().parse().ok()
+}
+
+fn since_boot(ticks: u64, btime: u64) -> Option<std::time::SystemTime> {
     // SAFETY: sysconf has no preconditions.
     let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok().filter(|&h| h > 0)?;
-    let since_boot = std::time::Duration::from_millis(ticks.checked_mul(1000)? / hz);
-    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(btime) + since_boot)
+    let since = std::time::Duration::from_millis(ticks.checked_mul(1000)? / hz);
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(btime) + since)
 }
 
 /// Whether `pid` still runs `exe` (when known). A process that exited, or

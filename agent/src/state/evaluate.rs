@@ -115,9 +115,7 @@ impl State {
             remaining = Some(signed(now, t.expires_at));
             let late = now.duration_since(r).unwrap_or_default();
             overdue = late.as_secs_f64();
-            // pid 0: log records of no process we can name (no pid logged, or
-            // the pid runs another process by now) — no one to be late
-            if c.process.pid != 0 && (late >= s.crit_after || late >= s.warn_after) {
+            if late >= s.crit_after || late >= s.warn_after {
                 level = if late >= s.crit_after { Level::Crit } else { Level::Warn };
                 let left = match remaining {
                     Some(r) if r > 0.0 => format!("token expires in {}", secs(Duration::from_secs_f64(r))),

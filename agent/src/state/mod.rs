@@ -72,6 +72,8 @@ pub struct State {
     /// process name too: the unit's Go and Python processes hold a token
     /// each, and one's success does not give the other its token back.
     lost_tokens: BTreeMap<(String, String), (SystemTime, u32)>,
+    /// When token-agent last handed out a token to anyone.
+    last_ok: Option<SystemTime>,
     /// How far each log has been applied (persisted with the facts).
     log_positions: BTreeMap<LogKind, LogPosition>,
     /// Bumped whenever persisted facts change.
@@ -88,6 +90,7 @@ impl State {
             call_times: VecDeque::new(),
             last_connect: None,
             lost_tokens: BTreeMap::new(),
+            last_ok: None,
             log_positions: BTreeMap::new(),
             generation: 0,
         }
@@ -189,7 +192,12 @@ impl State {
         }
         // a second sighting of a success adds nothing, unless it brings expires_at
         let known = twin.is_some_and(|f| f.status.is_some_and(|s| s.is_ok())) && c.expires_at.is_none();
-        if ok && !known {
+        if ok && self.last_ok.is_none_or(|t| t < c.at) {
+            self.last_ok = Some(c.at);
+        }
+        // pid 0: log records of no process we can name (no pid logged, or the
+        // pid runs another process by now) — no one holds that token
+        if ok && !known && c.process.pid != 0 {
             client.success(c.at, c.expires_at, lifetime);
             if let Some(unit) = client.process.unit.clone() {
                 // "": a loss persisted before process names were kept: any process of the unit
@@ -244,8 +252,7 @@ impl State {
         let Some(last_failure) = agent.chain(calls).filter(|t| within(*t, at, window)).max() else {
             return false;
         };
-        let last_success = self.clients.values().filter_map(|c| c.token.map(|t| t.issued_at)).max();
-        last_success.is_none_or(|ok| ok <= last_failure)
+        self.last_ok.is_none_or(|ok| ok <= last_failure)
     }
 
     /// Drops clients that exited long ago and were never compute-node's last word.

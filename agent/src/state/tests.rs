@@ -369,4 +369,7 @@ fn records_of_no_nameable_process_are_never_late() {
     let st = state_with(&[e]);
     let s = st.evaluate(at(3600 + 700));
     assert_eq!(s.level, Level::Ok, "{}", s.summary);
+    // no token: no overdue gauge, no capture hint
+    assert!(s.clients.iter().all(|c| c.last_success.is_none() && c.overdue_seconds == 0.0), "{:?}", s.clients);
+    assert_eq!(st.capture_inputs(at(3600), Duration::from_secs(900)).0, None);
 }

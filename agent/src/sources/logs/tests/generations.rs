@@ -97,7 +97,7 @@ fn a_quiet_file_gets_the_whole_grace_after_it_is_rotated() {
     assert!(t.poll_at(t1).is_empty());
     fs::rename(&p, gen(&p, 1)).expect("rotate");
     append(&p, b"b1\n");
-    assert!(t.poll_at(t1 + Duration::from_secs(1)).is_empty(), "left at once: quiet for an hour");
+    assert!(t.poll_at(t1 + Duration::from_secs(1)).is_empty(), "kept: rotated a second ago, though quiet for an hour");
     // the writer's last line before it reopens the path (postrotate HUP)
     append(&gen(&p, 1), b"a2\n");
     assert_eq!(texts(&t.poll_at(t1 + Duration::from_secs(3))), ["a2"]);
