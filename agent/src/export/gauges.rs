@@ -26,33 +26,12 @@ pub(super) fn register(meter: &Meter, latest: SharedSnapshot) {
             }
         })
         .build();
-    let snap = latest.clone();
-    meter
-        .f64_observable_gauge(names::REFRESH_OVERDUE)
-        .with_unit("s")
-        .with_description("How long past refresh_at a client's token has not been refreshed")
-        .with_callback(move |o| {
-            let guard = snap.read().unwrap_or_else(|p| p.into_inner());
-            let clients = guard.as_ref().map_or(&[][..], |s| &s.clients[..]);
-            for (labels, v) in worst(clients, |c| c.last_success.map(|_| c.overdue_seconds), f64::max) {
-                o.observe(v, &labels);
-            }
-        })
-        .build();
-    let snap = latest.clone();
-    meter
-        .f64_observable_gauge(names::EXPIRY_REMAINING)
-        .with_unit("s")
-        .with_description("Time until a client's token expires (negative once expired)")
-        .with_callback(move |o| {
-            let guard = snap.read().unwrap_or_else(|p| p.into_inner());
-            let clients = guard.as_ref().map_or(&[][..], |s| &s.clients[..]);
-            let remaining = |c: &ClientSnapshot| c.last_success.and(c.expiry_remaining_seconds);
-            for (labels, v) in worst(clients, remaining, f64::min) {
-                o.observe(v, &labels);
-            }
-        })
-        .build();
+    let overdue = |c: &ClientSnapshot| c.last_success.map(|_| c.overdue_seconds);
+    let description = "How long past refresh_at a client's token has not been refreshed";
+    client_seconds(meter, names::REFRESH_OVERDUE, description, &latest, overdue, f64::max);
+    let remaining = |c: &ClientSnapshot| c.last_success.and(c.expiry_remaining_seconds);
+    let description = "Time until a client's token expires (negative once expired)";
+    client_seconds(meter, names::EXPIRY_REMAINING, description, &latest, remaining, f64::min);
     meter
         .u64_observable_counter(names::EBPF_EVENTS_LOST)
         .with_description("eBPF records dropped because the ring buffer was full")
@@ -60,6 +39,31 @@ pub(super) fn register(meter: &Meter, latest: SharedSnapshot) {
             let guard = latest.read().unwrap_or_else(|p| p.into_inner());
             if let Some(s) = guard.as_ref() {
                 o.observe(s.sources.ebpf.lost, &[]);
+            }
+        })
+        .build();
+}
+
+/// A per-client gauge in seconds: `value` of the clients that have one, the
+/// worst (by `worse`) per label set.
+fn client_seconds(
+    meter: &Meter,
+    name: &'static str,
+    description: &'static str,
+    latest: &SharedSnapshot,
+    value: fn(&ClientSnapshot) -> Option<f64>,
+    worse: fn(f64, f64) -> f64,
+) {
+    let snap = latest.clone();
+    meter
+        .f64_observable_gauge(name)
+        .with_unit("s")
+        .with_description(description)
+        .with_callback(move |o| {
+            let guard = snap.read().unwrap_or_else(|p| p.into_inner());
+            let clients = guard.as_ref().map_or(&[][..], |s| &s.clients[..]);
+            for (labels, v) in worst(clients, value, worse) {
+                o.observe(v, &labels);
             }
         })
         .build();
